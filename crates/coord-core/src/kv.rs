@@ -1,0 +1,327 @@
+//! Key-value types shared by every backend: keys, ranges, reads, writes.
+
+/// A store revision. Every write transaction raises the store's revision by exactly one.
+pub type Revision = i64;
+
+/// A lease id. `0` means "no lease" on the wire, so ids handed out are never `0`.
+pub type LeaseId = i64;
+
+/// One key with its value and its MVCC metadata, as the store holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key's bytes.
+    pub key: Vec<u8>,
+    /// The value's bytes.
+    pub value: Vec<u8>,
+    /// Revision of the write that created this key (since it last did not exist).
+    pub create_revision: Revision,
+    /// Revision of the last write to this key.
+    pub mod_revision: Revision,
+    /// Number of writes since creation, starting at 1. A deleted key has version 0.
+    pub version: i64,
+    /// Lease the key is attached to, `0` for none.
+    pub lease: LeaseId,
+}
+
+/// Which keys an operation applies to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KeyRange {
+    /// Exactly one key.
+    Key(Vec<u8>),
+    /// Every key starting with these bytes. An empty prefix means every key.
+    Prefix(Vec<u8>),
+    /// Keys in `[start, end)`.
+    Range {
+        /// First key included.
+        start: Vec<u8>,
+        /// First key excluded.
+        end: Vec<u8>,
+    },
+    /// Every key `>= start`.
+    FromKey(Vec<u8>),
+}
+
+impl KeyRange {
+    /// One key.
+    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+        KeyRange::Key(key.into())
+    }
+
+    /// Every key under a prefix.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        KeyRange::Prefix(prefix.into())
+    }
+
+    /// Whether `key` falls in this range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::Key(k) => k.as_slice() == key,
+            KeyRange::Prefix(p) => key.starts_with(p),
+            KeyRange::Range { start, end } => key >= start.as_slice() && key < end.as_slice(),
+            KeyRange::FromKey(start) => key >= start.as_slice(),
+        }
+    }
+
+    /// The first key of the range.
+    pub fn start(&self) -> &[u8] {
+        match self {
+            KeyRange::Key(k) | KeyRange::Prefix(k) | KeyRange::FromKey(k) => k,
+            KeyRange::Range { start, .. } => start,
+        }
+    }
+
+    /// The first key after the range, in etcd's encoding: empty for a single key, `[0]` for
+    /// "to the end of the keyspace".
+    pub fn end(&self) -> Vec<u8> {
+        match self {
+            KeyRange::Key(_) => Vec::new(),
+            KeyRange::Prefix(p) => prefix_end(p),
+            KeyRange::Range { end, .. } => end.clone(),
+            KeyRange::FromKey(_) => vec![0],
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (etcd's `GetPrefixRangeEnd`);
+/// `[0]` ("to the end") when no such key exists (empty prefix, or all `0xff`).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// What to sort a range by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SortTarget {
+    /// By key bytes.
+    Key,
+    /// By create revision.
+    Create,
+    /// By mod revision.
+    Mod,
+}
+
+/// Sort direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SortOrder {
+    /// Smallest first.
+    Ascend,
+    /// Largest first.
+    Descend,
+}
+
+/// A read of a key or a range of keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RangeRequest {
+    /// Which keys.
+    pub range: KeyRange,
+    /// Sort target and order; `None` returns keys in key order.
+    pub sort: Option<(SortTarget, SortOrder)>,
+    /// Most keys to return, `0` for no limit.
+    pub limit: i64,
+    /// Only keys with `create_revision <= max_create_revision` (`0`: no filter).
+    pub max_create_revision: Revision,
+    /// Only keys with `mod_revision <= max_mod_revision` (`0`: no filter).
+    pub max_mod_revision: Revision,
+    /// Read the store as it was at this revision (`0`: the current revision).
+    pub revision: Revision,
+    /// Return keys without values.
+    pub keys_only: bool,
+    /// Return only the count.
+    pub count_only: bool,
+}
+
+impl RangeRequest {
+    /// A read of `range`, unsorted, unlimited, at the current revision.
+    pub fn new(range: KeyRange) -> Self {
+        RangeRequest {
+            range,
+            sort: None,
+            limit: 0,
+            max_create_revision: 0,
+            max_mod_revision: 0,
+            revision: 0,
+            keys_only: false,
+            count_only: false,
+        }
+    }
+
+    /// A read of one key.
+    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+        Self::new(KeyRange::key(key))
+    }
+
+    /// A read of every key under a prefix.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        Self::new(KeyRange::prefix(prefix))
+    }
+
+    /// Sort the result.
+    pub fn with_sort(mut self, target: SortTarget, order: SortOrder) -> Self {
+        self.sort = Some((target, order));
+        self
+    }
+
+    /// Return at most `limit` keys.
+    pub fn with_limit(mut self, limit: i64) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Only keys created at or before `revision`.
+    pub fn with_max_create_revision(mut self, revision: Revision) -> Self {
+        self.max_create_revision = revision;
+        self
+    }
+
+    /// Only keys last modified at or before `revision`.
+    pub fn with_max_mod_revision(mut self, revision: Revision) -> Self {
+        self.max_mod_revision = revision;
+        self
+    }
+
+    /// Read at a past revision.
+    pub fn with_revision(mut self, revision: Revision) -> Self {
+        self.revision = revision;
+        self
+    }
+
+    /// Leave values out.
+    pub fn with_keys_only(mut self) -> Self {
+        self.keys_only = true;
+        self
+    }
+
+    /// Count only.
+    pub fn with_count_only(mut self) -> Self {
+        self.count_only = true;
+        self
+    }
+
+    /// Shorthand: the key with the smallest create revision (Go's `WithFirstCreate`).
+    pub fn first_created(prefix: impl Into<Vec<u8>>) -> Self {
+        Self::prefix(prefix)
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1)
+    }
+
+    /// Shorthand: the `n` keys with the largest create revisions, newest first.
+    pub fn last_created(prefix: impl Into<Vec<u8>>, n: i64) -> Self {
+        Self::prefix(prefix)
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(n)
+    }
+}
+
+/// The answer to a [`RangeRequest`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResponse {
+    /// The store's revision when the read was served.
+    pub header_revision: Revision,
+    /// The keys found (none with `count_only`).
+    pub kvs: Vec<KeyValue>,
+    /// How many keys matched, before `limit`.
+    pub count: i64,
+    /// Whether `limit` left keys out.
+    pub more: bool,
+}
+
+/// A write of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutRequest {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Lease to attach the key to, `0` for none.
+    pub lease: LeaseId,
+    /// Return the key's previous value.
+    pub prev_kv: bool,
+}
+
+impl PutRequest {
+    /// A put without lease.
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        PutRequest {
+            key: key.into(),
+            value: value.into(),
+            lease: 0,
+            prev_kv: false,
+        }
+    }
+
+    /// Attach the key to a lease.
+    pub fn with_lease(mut self, lease: LeaseId) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Return the previous key-value.
+    pub fn with_prev_kv(mut self) -> Self {
+        self.prev_kv = true;
+        self
+    }
+}
+
+/// The answer to a [`PutRequest`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutResponse {
+    /// The revision of the write.
+    pub header_revision: Revision,
+    /// The previous key-value, when asked for and present.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// A delete of a key or a range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeleteRequest {
+    /// Which keys.
+    pub range: KeyRange,
+    /// Return the deleted key-values.
+    pub prev_kv: bool,
+}
+
+impl DeleteRequest {
+    /// Delete `range`.
+    pub fn new(range: KeyRange) -> Self {
+        DeleteRequest {
+            range,
+            prev_kv: false,
+        }
+    }
+
+    /// Delete one key.
+    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+        Self::new(KeyRange::key(key))
+    }
+
+    /// Delete every key under a prefix.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        Self::new(KeyRange::prefix(prefix))
+    }
+
+    /// Return the deleted key-values.
+    pub fn with_prev_kv(mut self) -> Self {
+        self.prev_kv = true;
+        self
+    }
+}
+
+/// The answer to a [`DeleteRequest`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteResponse {
+    /// The store's revision after the delete (unchanged when nothing was deleted).
+    pub header_revision: Revision,
+    /// How many keys were deleted.
+    pub deleted: i64,
+    /// The deleted key-values, when asked for.
+    pub prev_kvs: Vec<KeyValue>,
+}

@@ -1,0 +1,206 @@
+//! A backend adapter that namespaces every key under a fixed prefix.
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use crate::backend::{Backend, BackendLimits};
+use crate::error::Result;
+use crate::kv::{
+    prefix_end, DeleteRequest, DeleteResponse, KeyRange, KeyValue, LeaseId, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, Revision,
+};
+use crate::lease::{LeaseGrant, LeaseTimeToLive};
+use crate::txn::{Txn, TxnOp, TxnOpResponse, TxnResponse};
+use crate::watch::{WatchRequest, WatchStream};
+
+/// Runs every operation of the inner backend under `prefix`: keys are written as
+/// `prefix + key` and read back without it, so primitives over a `Prefixed` backend cannot see
+/// or touch keys outside the namespace (etcd's `namespace` package does the same).
+///
+/// Leases are not namespaced: they are global to the store, and [`Backend::lease_list`] lists
+/// them all.
+#[derive(Debug, Clone)]
+pub struct Prefixed<B> {
+    inner: B,
+    prefix: Vec<u8>,
+}
+
+impl<B: Backend> Prefixed<B> {
+    /// Wraps `inner` so that every key lives under `prefix`.
+    pub fn new(inner: B, prefix: impl Into<Vec<u8>>) -> Self {
+        Prefixed {
+            inner,
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The namespace prefix.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    fn add(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn strip(&self, mut kv: KeyValue) -> KeyValue {
+        if kv.key.starts_with(&self.prefix) {
+            kv.key.drain(..self.prefix.len());
+        }
+        kv
+    }
+
+    fn range(&self, range: KeyRange) -> KeyRange {
+        if self.prefix.is_empty() {
+            return range;
+        }
+        match range {
+            KeyRange::Key(k) => KeyRange::Key(self.add(&k)),
+            KeyRange::Prefix(p) => KeyRange::Prefix(self.add(&p)),
+            KeyRange::Range { start, end } => KeyRange::Range {
+                start: self.add(&start),
+                end: self.add(&end),
+            },
+            KeyRange::FromKey(start) => KeyRange::Range {
+                start: self.add(&start),
+                end: prefix_end(&self.prefix),
+            },
+        }
+    }
+
+    fn range_req(&self, mut req: RangeRequest) -> RangeRequest {
+        req.range = self.range(req.range);
+        req
+    }
+
+    fn put_req(&self, mut req: PutRequest) -> PutRequest {
+        req.key = self.add(&req.key);
+        req
+    }
+
+    fn delete_req(&self, mut req: DeleteRequest) -> DeleteRequest {
+        req.range = self.range(req.range);
+        req
+    }
+
+    fn range_resp(&self, mut resp: RangeResponse) -> RangeResponse {
+        resp.kvs = resp.kvs.into_iter().map(|kv| self.strip(kv)).collect();
+        resp
+    }
+
+    fn put_resp(&self, mut resp: PutResponse) -> PutResponse {
+        resp.prev_kv = resp.prev_kv.map(|kv| self.strip(kv));
+        resp
+    }
+
+    fn delete_resp(&self, mut resp: DeleteResponse) -> DeleteResponse {
+        resp.prev_kvs = resp.prev_kvs.into_iter().map(|kv| self.strip(kv)).collect();
+        resp
+    }
+
+    fn op(&self, op: TxnOp) -> TxnOp {
+        match op {
+            TxnOp::Range(r) => TxnOp::Range(self.range_req(r)),
+            TxnOp::Put(r) => TxnOp::Put(self.put_req(r)),
+            TxnOp::Delete(r) => TxnOp::Delete(self.delete_req(r)),
+        }
+    }
+}
+
+#[async_trait]
+impl<B: Backend + Clone> Backend for Prefixed<B> {
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let txn = Txn {
+            compares: txn
+                .compares
+                .into_iter()
+                .map(|mut c| {
+                    c.key = self.add(&c.key);
+                    c
+                })
+                .collect(),
+            success: txn.success.into_iter().map(|op| self.op(op)).collect(),
+            failure: txn.failure.into_iter().map(|op| self.op(op)).collect(),
+        };
+        let mut resp = self.inner.txn(txn).await?;
+        resp.responses = resp
+            .responses
+            .into_iter()
+            .map(|r| match r {
+                TxnOpResponse::Range(r) => TxnOpResponse::Range(self.range_resp(r)),
+                TxnOpResponse::Put(r) => TxnOpResponse::Put(self.put_resp(r)),
+                TxnOpResponse::Delete(r) => TxnOpResponse::Delete(self.delete_resp(r)),
+            })
+            .collect();
+        Ok(resp)
+    }
+
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        Ok(self.range_resp(self.inner.range(self.range_req(req)).await?))
+    }
+
+    async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        Ok(self.put_resp(self.inner.put(self.put_req(req)).await?))
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        Ok(self.delete_resp(self.inner.delete(self.delete_req(req)).await?))
+    }
+
+    async fn lease_grant(&self, ttl: i64, id: Option<LeaseId>) -> Result<LeaseGrant> {
+        self.inner.lease_grant(ttl, id).await
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
+        self.inner.lease_revoke(id).await
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
+        self.inner.lease_keep_alive(id).await
+    }
+
+    async fn lease_time_to_live(&self, id: LeaseId, with_keys: bool) -> Result<LeaseTimeToLive> {
+        let mut ttl = self.inner.lease_time_to_live(id, with_keys).await?;
+        // Keys outside the namespace stay hidden.
+        ttl.keys = ttl
+            .keys
+            .into_iter()
+            .filter(|k| k.starts_with(&self.prefix))
+            .map(|k| k[self.prefix.len()..].to_vec())
+            .collect();
+        Ok(ttl)
+    }
+
+    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        self.inner.lease_list().await
+    }
+
+    async fn watch(&self, mut req: WatchRequest) -> Result<WatchStream> {
+        req.range = self.range(req.range);
+        let stream = self.inner.watch(req).await?;
+        let this = self.clone();
+        Ok(Box::pin(stream.map(move |item| {
+            item.map(|mut ev| {
+                ev.kv = this.strip(ev.kv);
+                ev.prev_kv = ev.prev_kv.map(|kv| this.strip(kv));
+                ev
+            })
+        })))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.inner.compact(revision).await
+    }
+
+    fn limits(&self) -> BackendLimits {
+        self.inner.limits()
+    }
+}
