@@ -1,0 +1,250 @@
+//! Leader election, wire-compatible with etcd's Go `concurrency.Election`.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::kv::{KeyValue, PutRequest, RangeRequest, Revision};
+use crate::names::{name_prefix, session_key};
+use crate::observe::LeaderStream;
+use crate::queue::{HeldKey, Queue};
+use crate::session::Session;
+use crate::txn::{Compare, CompareOp, Txn, TxnOp};
+
+/// A named election: at most one leader at a time among the sessions campaigning on it.
+///
+/// Layout (Go's): each candidate writes `name/<lease id in hex>` with its proposal as value, on
+/// its session's lease; the key with the smallest create revision is the leader, the others
+/// wait in create-revision order. Within one session, campaigns on one name take turns
+/// in-process, since they share the session's key.
+#[derive(Debug, Clone)]
+pub struct Election {
+    session: Session,
+    queue: Queue,
+    key: Vec<u8>,
+}
+
+impl Election {
+    /// An election named `name` (see the crate docs for what names may be).
+    pub fn new(session: &Session, name: impl AsRef<[u8]>) -> Result<Election> {
+        let prefix = name_prefix(name.as_ref())?;
+        Ok(Election {
+            session: session.clone(),
+            key: session_key(&prefix, session.lease()),
+            queue: Queue::same_prefix(prefix),
+        })
+    }
+
+    /// The key prefix of the election: `name/`.
+    pub fn prefix(&self) -> &[u8] {
+        &self.queue.watch_prefix
+    }
+
+    /// The key this session campaigns with: `name/<lease hex>`.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Campaigns with `value` and waits until elected.
+    ///
+    /// If this session already has a candidacy on the name (e.g. after a restart with the same
+    /// lease) it is taken over and its value replaced by `value`. Fails with
+    /// [`Error::SessionExpired`] if the session ends while waiting: never reports a leadership
+    /// it does not have.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future withdraws the candidacy in the background (the lease TTL
+    /// is the backstop), so later candidates are not held up.
+    pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
+        let value = value.into();
+        check_value(&self.session, &self.key, &value)?;
+        let (held, mut notices, enqueued) = self
+            .queue
+            .join(&self.session, self.key.clone(), &value, true)
+            .await?;
+        let adopted_stale = matches!(&enqueued.adopted, Some(kv) if kv.value != value);
+        let revision = self.queue.wait_turn(&held, &mut notices, enqueued).await?;
+        let leadership = Leadership { held, revision };
+        if adopted_stale {
+            leadership.proclaim(value).await?;
+        }
+        tracing::debug!(
+            key = %String::from_utf8_lossy(leadership.key()),
+            rev = leadership.rev(),
+            "elected"
+        );
+        Ok(leadership)
+    }
+
+    /// [`Election::campaign`] with a deadline: [`Error::Timeout`] when it passes, withdrawing the
+    /// candidacy.
+    pub async fn campaign_timeout(
+        &self,
+        value: impl Into<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Leadership> {
+        tokio::time::timeout(timeout, self.campaign(value))
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    /// The current leader's key-value (key, proposal, create revision = its term's token), or
+    /// [`Error::NoLeader`].
+    pub async fn leader(&self) -> Result<KeyValue> {
+        let resp = self
+            .session
+            .backend()
+            .range(RangeRequest::first_created(self.queue.watch_prefix.clone()))
+            .await?;
+        resp.kvs.into_iter().next().ok_or(Error::NoLeader)
+    }
+
+    /// A stream of leaders: the current one (or `None`), then every change. See
+    /// [`LeaderStream`].
+    pub fn observe(&self) -> LeaderStream {
+        LeaderStream::start(
+            self.session.backend().clone(),
+            self.queue.watch_prefix.clone(),
+        )
+    }
+
+    /// Takes back a leadership this session already holds, from its key and create revision
+    /// (e.g. kept by a process that restarted with the same lease). [`Error::NotLeader`] unless
+    /// that key exists with that revision on this session's lease and leads the election.
+    pub async fn resume(&self, key: impl Into<Vec<u8>>, rev: Revision) -> Result<Leadership> {
+        let key = key.into();
+        self.session.check_usable()?;
+        if key != self.key {
+            return Err(Error::NotLeader);
+        }
+        let permit = self.session.local_lock(&self.key).lock_owned().await;
+        let resp = self
+            .session
+            .backend()
+            .range(RangeRequest::first_created(self.queue.watch_prefix.clone()))
+            .await?;
+        match resp.kvs.first() {
+            Some(kv)
+                if kv.key == key
+                    && kv.create_revision == rev
+                    && kv.lease == self.session.lease() =>
+            {
+                let mut held = HeldKey::new(
+                    self.session.clone(),
+                    key,
+                    self.queue.watch_prefix.clone(),
+                    Some(permit),
+                );
+                held.rev = rev;
+                Ok(Leadership {
+                    held,
+                    revision: resp.header_revision,
+                })
+            }
+            _ => Err(Error::NotLeader),
+        }
+    }
+}
+
+/// Rejects a proposal the store could not take in one request.
+fn check_value(session: &Session, key: &[u8], value: &[u8]) -> Result<()> {
+    let max = session.backend().limits().max_request_bytes;
+    // Leave room for the key and the request framing.
+    let room = max.saturating_sub(key.len() + 512);
+    if value.len() > room {
+        return Err(Error::invalid(format!(
+            "proposal is {} bytes; this store takes at most {room}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// This session leads the election. End it with [`Leadership::resign`].
+///
+/// Dropping it without `resign` withdraws the key in the background on the session's runtime;
+/// the lease TTL is the backstop. [`Leadership::lost`] tells when leadership ended without a
+/// resign (session lost, key deleted).
+#[must_use = "dropping the leadership resigns it"]
+#[clippy::has_significant_drop]
+#[derive(Debug)]
+pub struct Leadership {
+    held: HeldKey,
+    revision: Revision,
+}
+
+impl Leadership {
+    /// The leader key: `name/<lease hex>`.
+    pub fn key(&self) -> &[u8] {
+        &self.held.key
+    }
+
+    /// The leader key's create revision: the term's identity and fencing token. It strictly
+    /// rises from leader to leader.
+    pub fn rev(&self) -> Revision {
+        self.held.rev
+    }
+
+    /// Same as [`Leadership::rev`], by its fencing name.
+    pub fn fencing_token(&self) -> Revision {
+        self.held.rev
+    }
+
+    /// The store revision at which the leadership was seen.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// A compare that holds only while this leadership lasts; put it in your own transactions.
+    pub fn is_leader(&self) -> Compare {
+        self.held.is_current()
+    }
+
+    /// The session holding the leadership.
+    pub fn session(&self) -> &Session {
+        &self.held.session
+    }
+
+    /// Replaces the leader's value, without giving up leadership. [`Error::NotLeader`] when
+    /// the leadership was lost.
+    pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
+        let value = value.into();
+        let session = &self.held.session;
+        session.check_usable()?;
+        check_value(session, &self.held.key, &value)?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.held.key.to_vec(),
+                CompareOp::Equal,
+                self.held.rev,
+            )])
+            .and_then([TxnOp::Put(
+                PutRequest::new(self.held.key.to_vec(), value).with_lease(session.lease()),
+            )]);
+        if session.backend().txn(txn).await?.succeeded {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
+    }
+
+    /// Resolves when the leadership is lost without a resign: the session ended
+    /// ([`Error::SessionExpired`], [`Error::SessionClosed`]) or the key was deleted
+    /// ([`Error::NotHeld`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads and waits.
+    pub async fn lost(&self) -> Error {
+        self.held.lost("leadership").await
+    }
+
+    /// Gives up leadership: deletes the leader key if it is still this term's, so the next
+    /// candidate is elected. [`Error::NotLeader`] when it had already been lost.
+    pub async fn resign(self) -> Result<()> {
+        match self.held.release().await? {
+            true => Ok(()),
+            false => Err(Error::NotLeader),
+        }
+    }
+}

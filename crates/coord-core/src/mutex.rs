@@ -1,0 +1,94 @@
+//! Distributed mutex, wire-compatible with etcd's Go `concurrency.Mutex`.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::guard::{LockGuard, LockKind};
+use crate::names::{name_prefix, session_key};
+use crate::queue::{HeldKey, Queue};
+use crate::session::Session;
+
+/// A named lock shared by every session that uses the same name on the same store.
+///
+/// Layout (Go's): each contender writes `name/<lease id in hex>` with an empty value on its
+/// session's lease; the key with the smallest create revision holds the lock, the others wait
+/// in create-revision order (FIFO). Within one session, holders of one name take turns
+/// in-process, since they share the session's key.
+#[derive(Debug, Clone)]
+pub struct Mutex {
+    session: Session,
+    queue: Queue,
+    key: Vec<u8>,
+}
+
+impl Mutex {
+    /// A mutex named `name` (see the crate docs for what names may be).
+    pub fn new(session: &Session, name: impl AsRef<[u8]>) -> Result<Mutex> {
+        let prefix = name_prefix(name.as_ref())?;
+        Ok(Mutex {
+            session: session.clone(),
+            key: session_key(&prefix, session.lease()),
+            queue: Queue::same_prefix(prefix),
+        })
+    }
+
+    /// The key this session writes to contend: `name/<lease hex>`.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Waits until the lock is held.
+    ///
+    /// Fails with [`Error::SessionExpired`] if the session ends while waiting (never returns a
+    /// guard for a lock it does not hold), [`Error::SessionClosed`] after `close`, or a
+    /// backend error. On any failure the contender key is removed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future removes the contender key in the background (and the
+    /// lease TTL is the backstop), so nobody waits behind an abandoned attempt. Wrap it in
+    /// [`tokio::time::timeout`] or use [`Mutex::lock_timeout`] for a deadline.
+    pub async fn lock(&self) -> Result<LockGuard> {
+        let (held, mut notices, enqueued) = self.join().await?;
+        let revision = self.queue.wait_turn(&held, &mut notices, enqueued).await?;
+        Ok(LockGuard::new(held, revision, LockKind::Mutex))
+    }
+
+    /// [`Mutex::lock`] with a deadline: [`Error::Timeout`] when it passes, leaving no key.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Mutex::lock`].
+    pub async fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard> {
+        tokio::time::timeout(timeout, self.lock())
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    /// Takes the lock if nobody holds it, else fails at once with [`Error::Locked`] (after
+    /// removing its contender key).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Mutex::lock`].
+    pub async fn try_lock(&self) -> Result<LockGuard> {
+        let (held, _notices, enqueued) = self.join().await?;
+        if self.queue.is_blocked(&held, &enqueued).await? {
+            held.release().await?;
+            return Err(Error::Locked);
+        }
+        Ok(LockGuard::new(held, enqueued.revision, LockKind::Mutex))
+    }
+
+    async fn join(
+        &self,
+    ) -> Result<(
+        HeldKey,
+        tokio::sync::broadcast::Receiver<crate::watcher::Notice>,
+        crate::queue::Enqueued,
+    )> {
+        self.queue
+            .join(&self.session, self.key.clone(), b"", true)
+            .await
+    }
+}

@@ -1,0 +1,386 @@
+//! The waiting queue every primitive shares: a key per contender, ordered by create revision.
+//!
+//! A contender writes its key, learns in the same transaction the key just ahead of it, and waits
+//! for that key's delete (from the session's prefix watch). Then it reads once for any other
+//! earlier key and repeats. A release therefore wakes exactly one contender into making calls:
+//! the next one (herd-free in calls).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, OwnedMutexGuard};
+
+use crate::error::{Error, Result};
+use crate::kv::{KeyValue, PutRequest, RangeRequest, Revision, SortOrder, SortTarget};
+use crate::session::Session;
+use crate::txn::{Compare, CompareOp, Txn, TxnOp};
+use crate::watcher::Notice;
+
+/// Where a contender's predecessors live.
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
+    /// The watched prefix (the primitive's whole name prefix).
+    pub watch_prefix: Vec<u8>,
+    /// Keys that can be ahead of me (e.g. only writers, for a reader).
+    pub ahead_prefix: Vec<u8>,
+}
+
+/// A key written for a contender, deleted again unless it is handed over to a guard.
+///
+/// Dropping it armed (a cancelled acquire, a failed wait, a dropped guard) spawns the delete on
+/// the session's runtime; the session's lease is the backstop.
+pub(crate) struct HeldKey {
+    pub session: Session,
+    pub key: Arc<[u8]>,
+    /// Create revision, `0` while unknown (then the cleanup deletes unconditionally, which is
+    /// safe: the key is this session's alone, serialised by `permit` where it is reused).
+    pub rev: Revision,
+    /// Keeps other local contenders off this key until it is gone.
+    pub permit: Option<OwnedMutexGuard<()>>,
+    /// The prefix the session watches for this key's queue.
+    watch_prefix: Vec<u8>,
+    armed: bool,
+}
+
+impl std::fmt::Debug for HeldKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldKey")
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("rev", &self.rev)
+            .finish()
+    }
+}
+
+impl HeldKey {
+    pub(crate) fn new(
+        session: Session,
+        key: Vec<u8>,
+        watch_prefix: Vec<u8>,
+        permit: Option<OwnedMutexGuard<()>>,
+    ) -> Self {
+        HeldKey {
+            session,
+            key: key.into(),
+            rev: 0,
+            permit,
+            watch_prefix,
+            armed: true,
+        }
+    }
+
+    /// The compare that holds while this key is the one it was: fencing for callers' txns.
+    pub(crate) fn is_current(&self) -> Compare {
+        Compare::create_revision(self.key.to_vec(), CompareOp::Equal, self.rev)
+    }
+
+    /// Deletes the key if it is still this one. `Ok(false)` when it was already gone.
+    pub(crate) async fn release(mut self) -> Result<bool> {
+        self.armed = false;
+        match delete_if_current(&self.session, &self.key, self.rev).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) => {
+                // Leave it to the background retry.
+                self.armed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Resolves when the key is lost: the session ended, or the key was deleted by anyone but
+    /// this guard's own release. Returns the error that describes it.
+    pub(crate) async fn lost(&self, what: &'static str) -> Error {
+        let watch = match self.session.prefix_watch(&self.watch_prefix).await {
+            Ok(w) => w,
+            Err(_) => {
+                self.session.lost().await;
+                return self.session.ended_error();
+            }
+        };
+        let mut notices = watch.subscribe();
+        loop {
+            // Checked after subscribing, so a delete before this read cannot be missed.
+            match key_exists(&self.session, &self.key, self.rev).await {
+                Ok(false) => return self.gone_error(what),
+                Ok(true) => {}
+                Err(_) if self.session.is_lost() => return self.session.ended_error(),
+                Err(_) => {}
+            }
+            loop {
+                tokio::select! {
+                    _ = self.session.lost() => return self.session.ended_error(),
+                    notice = notices.recv() => match notice {
+                        Ok(Notice::Deleted { key, revision }) if key == self.key && revision > self.rev => {
+                            return self.gone_error(what);
+                        }
+                        Ok(Notice::Deleted { .. }) => {}
+                        Ok(Notice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            self.session.lost().await;
+                            return self.session.ended_error();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn gone_error(&self, what: &'static str) -> Error {
+        if self.session.is_lost() {
+            self.session.ended_error()
+        } else {
+            Error::NotHeld { what }
+        }
+    }
+}
+
+impl Drop for HeldKey {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let session = self.session.clone();
+        let key = self.key.clone();
+        let rev = self.rev;
+        let permit = self.permit.take();
+        session.clone().runtime().spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            // Retry until the delete lands or the lease (and so the key) is gone anyway.
+            while !session.is_lost() {
+                match delete_if_current(&session, &key, rev).await {
+                    Ok(_) => break,
+                    Err(e) if !e.is_retryable() => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "background release failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn delete_if_current(session: &Session, key: &[u8], rev: Revision) -> Result<bool> {
+    let mut txn = Txn::new().and_then([TxnOp::Delete(crate::kv::DeleteRequest::key(key))]);
+    if rev > 0 {
+        txn = txn.when([Compare::create_revision(key, CompareOp::Equal, rev)]);
+    }
+    let resp = session.backend().txn(txn).await?;
+    Ok(resp.succeeded)
+}
+
+async fn key_exists(session: &Session, key: &[u8], rev: Revision) -> Result<bool> {
+    let resp = session.backend().range(RangeRequest::key(key)).await?;
+    Ok(resp.kvs.first().is_some_and(|kv| kv.create_revision == rev))
+}
+
+/// What the acquire transaction found.
+pub(crate) struct Enqueued {
+    /// The key that existed already (same session, same name), when it was adopted.
+    pub adopted: Option<KeyValue>,
+    /// Store revision after the transaction.
+    pub revision: Revision,
+    /// The key just ahead, if the transaction could tell.
+    pub ahead: Ahead,
+}
+
+/// The contender just ahead.
+pub(crate) enum Ahead {
+    /// Nobody: I am first.
+    Nobody,
+    /// This key.
+    Key(KeyValue),
+    /// Not known yet (adopted key): read it.
+    Unknown,
+}
+
+impl Queue {
+    /// A queue where every key under `prefix` is ahead of later ones (mutex, election, writer).
+    pub(crate) fn same_prefix(prefix: Vec<u8>) -> Self {
+        Queue {
+            ahead_prefix: prefix.clone(),
+            watch_prefix: prefix,
+        }
+    }
+
+    /// Writes `held.key` (if absent) with `value` on the session's lease and learns who is
+    /// ahead, in one transaction. With `create_only`, an existing key is an error instead of
+    /// being adopted.
+    async fn enqueue(
+        &self,
+        held: &mut HeldKey,
+        value: &[u8],
+        create_only: bool,
+    ) -> Result<Enqueued> {
+        let session = held.session.clone();
+        let key = held.key.to_vec();
+        // Newest two of ahead_prefix: me and the one before me when I share the prefix, else
+        // the newest one of them, who must be ahead of me.
+        let shares_prefix = key.starts_with(&self.ahead_prefix);
+        let newest = RangeRequest::prefix(self.ahead_prefix.clone())
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(if shares_prefix { 2 } else { 1 })
+            .with_keys_only();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::Put(
+                    PutRequest::new(key.clone(), value.to_vec()).with_lease(session.lease()),
+                ),
+                TxnOp::Range(newest),
+            ])
+            .or_else([TxnOp::Range(RangeRequest::key(key.clone()))]);
+        let resp = session.backend().txn(txn).await?;
+        if !resp.succeeded {
+            let existing = resp
+                .range(0)?
+                .kvs
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::Backend {
+                    source: "key vanished inside a transaction".into(),
+                })?;
+            if create_only {
+                return Err(Error::Backend {
+                    source: "unique key already exists".into(),
+                });
+            }
+            held.rev = existing.create_revision;
+            return Ok(Enqueued {
+                adopted: Some(existing),
+                revision: resp.header_revision,
+                ahead: Ahead::Unknown,
+            });
+        }
+        held.rev = resp.header_revision;
+        let ahead = resp
+            .range(1)?
+            .kvs
+            .iter()
+            .find(|kv| kv.key != key && kv.create_revision < held.rev)
+            .cloned();
+        Ok(Enqueued {
+            adopted: None,
+            revision: resp.header_revision,
+            ahead: ahead.map_or(Ahead::Nobody, Ahead::Key),
+        })
+    }
+
+    /// Joins the queue with `key`: checks the session, takes the in-process turn for keys a
+    /// session reuses (`shared_key`), subscribes to the name's releases and enqueues.
+    pub(crate) async fn join(
+        &self,
+        session: &Session,
+        key: Vec<u8>,
+        value: &[u8],
+        shared_key: bool,
+    ) -> Result<(HeldKey, broadcast::Receiver<Notice>, Enqueued)> {
+        session.check_usable()?;
+        let permit = match shared_key {
+            true => Some(session.local_lock(&key).lock_owned().await),
+            false => None,
+        };
+        session.check_usable()?;
+        let mut held = HeldKey::new(session.clone(), key, self.watch_prefix.clone(), permit);
+        // Subscribe before the transaction, so every release after it is seen.
+        let notices = session.prefix_watch(&self.watch_prefix).await?.subscribe();
+        let enqueued = self.enqueue(&mut held, value, !shared_key).await?;
+        Ok((held, notices, enqueued))
+    }
+
+    /// For the try-variants: whether anyone is ahead right now.
+    pub(crate) async fn is_blocked(&self, held: &HeldKey, enqueued: &Enqueued) -> Result<bool> {
+        Ok(match &enqueued.ahead {
+            Ahead::Nobody => false,
+            Ahead::Key(_) => true,
+            Ahead::Unknown => self.reread(held).await?.1.is_some(),
+        })
+    }
+
+    /// One read: does my key still exist, and which key is just ahead of it now?
+    async fn reread(&self, held: &HeldKey) -> Result<(Revision, Option<KeyValue>)> {
+        let ahead = RangeRequest::prefix(self.ahead_prefix.clone())
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(1)
+            .with_max_create_revision(held.rev - 1)
+            .with_keys_only();
+        let txn = Txn::new().and_then([
+            TxnOp::Range(RangeRequest::key(held.key.to_vec()).with_keys_only()),
+            TxnOp::Range(ahead),
+        ]);
+        let resp = held.session.backend().txn(txn).await?;
+        let mine = resp.range(0)?.kvs.first();
+        if !matches!(mine, Some(kv) if kv.create_revision == held.rev) {
+            return Err(Error::SessionExpired {
+                lease: held.session.lease(),
+            });
+        }
+        Ok((resp.header_revision, resp.range(1)?.kvs.first().cloned()))
+    }
+
+    /// Waits until no key of `ahead_prefix` older than mine is left. Returns the revision at
+    /// which that was seen.
+    ///
+    /// Fails with [`Error::SessionExpired`] when my key vanishes or the session ends while
+    /// waiting: never reports a turn it does not have.
+    pub(crate) async fn wait_turn(
+        &self,
+        held: &HeldKey,
+        notices: &mut broadcast::Receiver<Notice>,
+        enqueued: Enqueued,
+    ) -> Result<Revision> {
+        let (mut after, mut ahead) = match enqueued.ahead {
+            Ahead::Nobody => return Ok(enqueued.revision),
+            Ahead::Key(kv) => (enqueued.revision, kv),
+            Ahead::Unknown => match self.reread(held).await? {
+                (rev, None) => return Ok(rev),
+                (rev, Some(kv)) => (rev, kv),
+            },
+        };
+        loop {
+            tracing::trace!(
+                waiting_on = %String::from_utf8_lossy(&ahead.key),
+                after,
+                "waiting for the key ahead"
+            );
+            self.wait_delete(held, notices, &ahead.key, after).await?;
+            match self.reread(held).await? {
+                (rev, None) => return Ok(rev),
+                (rev, Some(kv)) => {
+                    after = rev;
+                    ahead = kv;
+                }
+            }
+        }
+    }
+
+    /// Waits for `target`'s delete after revision `after` (or a reason to re-read).
+    async fn wait_delete(
+        &self,
+        held: &HeldKey,
+        notices: &mut broadcast::Receiver<Notice>,
+        target: &[u8],
+        after: Revision,
+    ) -> Result<()> {
+        loop {
+            tokio::select! {
+                biased;
+                notice = notices.recv() => match notice {
+                    Ok(Notice::Deleted { key, revision }) if revision > after => {
+                        if *key == *target {
+                            return Ok(());
+                        }
+                        if key == held.key && revision > held.rev {
+                            return Err(Error::SessionExpired { lease: held.session.lease() });
+                        }
+                    }
+                    Ok(Notice::Deleted { .. }) => {}
+                    Ok(Notice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => return Err(held.session.ended_error()),
+                },
+                _ = held.session.lost() => return Err(held.session.ended_error()),
+            }
+        }
+    }
+}

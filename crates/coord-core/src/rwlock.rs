@@ -1,0 +1,121 @@
+//! Distributed read-write lock, laid out as etcd's Go `recipes.RWMutex`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::guard::{LockGuard, LockKind};
+use crate::names::name_prefix;
+use crate::queue::Queue;
+use crate::session::Session;
+
+/// Makes rwlock keys unique within a process; the lease id makes them unique across sessions.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// A named read-write lock: many readers or one writer.
+///
+/// Layout (Go's recipe): readers write `name/read/<unique>`, writers `name/write/<unique>`, on
+/// the session's lease. A reader waits for every earlier writer; a writer waits for every
+/// earlier key. Order is by create revision, first come first served, so neither side starves:
+/// a writer waits only for readers that came before it, and readers that come after a waiting
+/// writer queue behind it.
+#[derive(Debug, Clone)]
+pub struct RwLock {
+    session: Session,
+    readers: Queue,
+    writers: Queue,
+}
+
+impl RwLock {
+    /// A read-write lock named `name` (see the crate docs for what names may be).
+    pub fn new(session: &Session, name: impl AsRef<[u8]>) -> Result<RwLock> {
+        let prefix = name_prefix(name.as_ref())?;
+        let mut write_prefix = prefix.clone();
+        write_prefix.extend_from_slice(b"write/");
+        Ok(RwLock {
+            session: session.clone(),
+            readers: Queue {
+                watch_prefix: prefix.clone(),
+                ahead_prefix: write_prefix,
+            },
+            writers: Queue::same_prefix(prefix),
+        })
+    }
+
+    /// Waits for a shared (read) lock.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future removes its key in the background.
+    pub async fn read(&self) -> Result<LockGuard> {
+        self.acquire(LockKind::Read, true).await
+    }
+
+    /// Waits for the exclusive (write) lock.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future removes its key in the background.
+    pub async fn write(&self) -> Result<LockGuard> {
+        self.acquire(LockKind::Write, true).await
+    }
+
+    /// A read lock if no writer holds or waits ahead, else [`Error::Locked`] at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`RwLock::read`].
+    pub async fn try_read(&self) -> Result<LockGuard> {
+        self.acquire(LockKind::Read, false).await
+    }
+
+    /// The write lock if nobody holds or waits, else [`Error::Locked`] at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`RwLock::write`].
+    pub async fn try_write(&self) -> Result<LockGuard> {
+        self.acquire(LockKind::Write, false).await
+    }
+
+    /// [`RwLock::read`] with a deadline: [`Error::Timeout`] when it passes, leaving no key.
+    pub async fn read_timeout(&self, timeout: Duration) -> Result<LockGuard> {
+        tokio::time::timeout(timeout, self.read())
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    /// [`RwLock::write`] with a deadline: [`Error::Timeout`] when it passes, leaving no key.
+    pub async fn write_timeout(&self, timeout: Duration) -> Result<LockGuard> {
+        tokio::time::timeout(timeout, self.write())
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    async fn acquire(&self, kind: LockKind, wait: bool) -> Result<LockGuard> {
+        let (queue, side) = match kind {
+            LockKind::Read => (&self.readers, "read/"),
+            _ => (&self.writers, "write/"),
+        };
+        let mut key = queue.watch_prefix.clone();
+        key.extend_from_slice(side.as_bytes());
+        key.extend_from_slice(
+            format!(
+                "{:x}-{}",
+                self.session.lease(),
+                NEXT_KEY.fetch_add(1, Ordering::Relaxed)
+            )
+            .as_bytes(),
+        );
+        let (held, mut notices, enqueued) = queue.join(&self.session, key, b"", false).await?;
+        if wait {
+            let revision = queue.wait_turn(&held, &mut notices, enqueued).await?;
+            return Ok(LockGuard::new(held, revision, kind));
+        }
+        if queue.is_blocked(&held, &enqueued).await? {
+            held.release().await?;
+            return Err(Error::Locked);
+        }
+        Ok(LockGuard::new(held, enqueued.revision, kind))
+    }
+}
