@@ -240,11 +240,12 @@ impl Leadership {
     }
 
     /// Gives up leadership: deletes the leader key if it is still this term's, so the next
-    /// candidate is elected. [`Error::NotLeader`] when it had already been lost.
+    /// candidate is elected. [`Error::NotLeader`] when the key had already been deleted, or
+    /// [`Error::SessionExpired`] when the session's lease ended.
     pub async fn resign(self) -> Result<()> {
-        match self.held.release().await? {
-            true => Ok(()),
-            false => Err(Error::NotLeader),
+        match self.held.release("leadership").await {
+            Err(Error::NotHeld { .. }) => Err(Error::NotLeader),
+            other => other,
         }
     }
 }

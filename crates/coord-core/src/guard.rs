@@ -112,12 +112,6 @@ impl LockGuard {
     /// The delete is guarded by the key's create revision, so a retried release never removes
     /// a later holder's key.
     pub async fn unlock(self) -> Result<()> {
-        let session = self.held.session.clone();
-        let what = self.kind.name();
-        match self.held.release().await? {
-            true => Ok(()),
-            false if session.is_lost() => Err(session.ended_error()),
-            false => Err(Error::NotHeld { what }),
-        }
+        self.held.release(self.kind.name()).await
     }
 }

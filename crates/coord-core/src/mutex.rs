@@ -74,7 +74,8 @@ impl Mutex {
     pub async fn try_lock(&self) -> Result<LockGuard> {
         let (held, _notices, enqueued) = self.join().await?;
         if self.queue.is_blocked(&held, &enqueued).await? {
-            held.release().await?;
+            // The lock stays Locked even if this cleanup fails: it is retried in the background.
+            let _ = held.release("try-lock").await;
             return Err(Error::Locked);
         }
         Ok(LockGuard::new(held, enqueued.revision, LockKind::Mutex))

@@ -73,11 +73,13 @@ impl HeldKey {
         Compare::create_revision(self.key.to_vec(), CompareOp::Equal, self.rev)
     }
 
-    /// Deletes the key if it is still this one. `Ok(false)` when it was already gone.
-    pub(crate) async fn release(mut self) -> Result<bool> {
+    /// Deletes the key if it is still this one; when it was already gone, says why
+    /// ([`Error::NotHeld`] or the session's end).
+    pub(crate) async fn release(mut self, what: &'static str) -> Result<()> {
         self.armed = false;
         match delete_if_current(&self.session, &self.key, self.rev).await {
-            Ok(deleted) => Ok(deleted),
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.gone_error(what).await),
             Err(e) => {
                 // Leave it to the background retry.
                 self.armed = true;
@@ -100,7 +102,7 @@ impl HeldKey {
         loop {
             // Checked after subscribing, so a delete before this read cannot be missed.
             match key_exists(&self.session, &self.key, self.rev).await {
-                Ok(false) => return self.gone_error(what),
+                Ok(false) => return self.gone_error(what).await,
                 Ok(true) => {}
                 Err(_) if self.session.is_lost() => return self.session.ended_error(),
                 Err(_) => {}
@@ -110,7 +112,7 @@ impl HeldKey {
                     _ = self.session.lost() => return self.session.ended_error(),
                     notice = notices.recv() => match notice {
                         Ok(Notice::Deleted { key, revision }) if key == self.key && revision > self.rev => {
-                            return self.gone_error(what);
+                            return self.gone_error(what).await;
                         }
                         Ok(Notice::Deleted { .. }) => {}
                         Ok(Notice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => break,
@@ -124,11 +126,21 @@ impl HeldKey {
         }
     }
 
-    fn gone_error(&self, what: &'static str) -> Error {
+    /// Why the key is gone: the session's lease ended (asking the store, since the keep-alive
+    /// task may not have noticed yet), or someone deleted the key.
+    pub(crate) async fn gone_error(&self, what: &'static str) -> Error {
         if self.session.is_lost() {
-            self.session.ended_error()
-        } else {
-            Error::NotHeld { what }
+            return self.session.ended_error();
+        }
+        let lease = self.session.lease();
+        match self
+            .session
+            .backend()
+            .lease_time_to_live(lease, false)
+            .await
+        {
+            Err(Error::LeaseNotFound { .. }) => Error::SessionExpired { lease },
+            _ => Error::NotHeld { what },
         }
     }
 }

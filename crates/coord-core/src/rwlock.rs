@@ -113,7 +113,8 @@ impl RwLock {
             return Ok(LockGuard::new(held, revision, kind));
         }
         if queue.is_blocked(&held, &enqueued).await? {
-            held.release().await?;
+            // The lock stays Locked even if this cleanup fails: it is retried in the background.
+            let _ = held.release("try-lock").await;
             return Err(Error::Locked);
         }
         Ok(LockGuard::new(held, enqueued.revision, kind))
