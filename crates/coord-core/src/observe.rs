@@ -117,7 +117,18 @@ async fn run(backend: DynBackend, prefix: Vec<u8>, tx: mpsc::Sender<Result<Obser
     let mut seen: Seen = None;
     let mut backoff = Duration::from_millis(20);
     loop {
-        // A fresh read: the state at `revision`, always newer than anything sent before.
+        // Watch first, from "now", then read: a watch registered before the read delivers
+        // every change after it, and one that starts at the current revision stays in etcd's
+        // synced group instead of waiting on its 100 ms catch-up loop.
+        let watch = WatchRequest::new(KeyRange::prefix(prefix.clone()));
+        let mut events = match backend.watch(watch).await {
+            Ok(s) => s,
+            Err(e) => match retry_or_stop(&tx, e, &mut backoff).await {
+                true => continue,
+                false => return,
+            },
+        };
+        // The state at `revision`, always newer than anything sent before.
         let read =
             RangeRequest::prefix(prefix.clone()).with_sort(SortTarget::Create, SortOrder::Ascend);
         let resp = match backend.range(read).await {
@@ -135,15 +146,6 @@ async fn run(backend: DynBackend, prefix: Vec<u8>, tx: mpsc::Sender<Result<Obser
         if emit(&tx, &mut seen, &candidates, revision).await.is_err() {
             return;
         }
-        let watch =
-            WatchRequest::new(KeyRange::prefix(prefix.clone())).with_start_revision(revision + 1);
-        let mut events = match backend.watch(watch).await {
-            Ok(s) => s,
-            Err(e) => match retry_or_stop(&tx, e, &mut backoff).await {
-                true => continue,
-                false => return,
-            },
-        };
         backoff = Duration::from_millis(20);
         loop {
             let item = tokio::select! {
@@ -151,6 +153,8 @@ async fn run(backend: DynBackend, prefix: Vec<u8>, tx: mpsc::Sender<Result<Obser
                 item = events.next() => item,
             };
             match item {
+                // Already part of the read.
+                Some(Ok(event)) if event.revision() <= revision => {}
                 Some(Ok(event)) => {
                     revision = event.revision();
                     match event.kind {

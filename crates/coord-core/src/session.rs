@@ -251,6 +251,9 @@ impl Session {
     /// key per mutex or election name, so two local holders must not share it.
     pub(crate) fn local_lock(&self, key: &[u8]) -> Arc<AsyncMutex<()>> {
         let mut locks = lock_unpoisoned(&self.inner.local_locks);
+        if let Some(lock) = locks.get(key) {
+            return lock.clone();
+        }
         locks.entry(key.to_vec()).or_default().clone()
     }
 }
