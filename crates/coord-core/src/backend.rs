@@ -63,7 +63,8 @@ impl Default for BackendLimits {
 /// - **Keys** carry `create_revision`, `mod_revision`, `version` (1 on creation, +1 per put, reset
 ///   when deleted) and `lease`.
 /// - **Range** reads a key or a range, sorted by key, create or mod revision, filtered by
-///   `max_create_revision`/`max_mod_revision`, cut by `limit` (with `count` and `more`), at the
+///   `max_create_revision`/`max_mod_revision`, cut by `limit` (with `count`, counted before
+///   `limit` and the filters as etcd does, and `more`), at the
 ///   current revision or at a past one ([`Error::Compacted`] when it is gone); every answer
 ///   carries the header revision.
 /// - **Txn**: compares (create/mod revision, version, value, lease) then the success or failure
@@ -73,9 +74,10 @@ impl Default for BackendLimits {
 ///   An unknown lease is [`Error::LeaseNotFound`], also when a put names it.
 /// - **Watch** a range from a start revision: every event with revision >= start, in order, none
 ///   missed, none repeated. When [`Backend::watch`] returns, the watch is registered: with start
-///   `0` every change after that moment is delivered. A start revision at or below the
-///   compaction point yields [`Error::Compacted`], never silence. A broken watch ends its stream
-///   with an error; it never stops silently.
+///   `0` every change after that moment is delivered. A start revision below the compaction
+///   point yields [`Error::Compacted`], never silence: either from `watch` itself or as the
+///   stream's first item (etcd confirms the watch, then cancels it), so callers handle both.
+///   A broken watch ends its stream with an error; it never stops silently.
 /// - **Errors** are mapped by meaning into [`Error`]; the backend's own error is kept as source.
 #[async_trait]
 pub trait Backend: Debug + Send + Sync + 'static {
@@ -125,7 +127,7 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// Opens a watch. Returns once the watch is registered (see the contract).
     async fn watch(&self, req: WatchRequest) -> Result<WatchStream>;
 
-    /// Drops history at and below `revision`; later reads and watches of it give
+    /// Drops history below `revision`; later reads and watches of revisions below it give
     /// [`Error::Compacted`].
     async fn compact(&self, revision: Revision) -> Result<()>;
 

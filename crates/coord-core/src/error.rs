@@ -64,7 +64,7 @@ pub enum Error {
     /// The requested revision was compacted away; re-read and start from a newer revision.
     #[error("revision compacted: the oldest revision still kept is {compact_revision}")]
     Compacted {
-        /// The store's compaction point: revisions at or below it are gone.
+        /// The store's compaction point: revisions below it are gone.
         compact_revision: Revision,
     },
 

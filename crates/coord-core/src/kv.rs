@@ -30,7 +30,9 @@ pub enum KeyRange {
     Key(Vec<u8>),
     /// Every key starting with these bytes. An empty prefix means every key.
     Prefix(Vec<u8>),
-    /// Keys in `[start, end)`.
+    /// Keys in `[start, end)`, in etcd's encoding: an empty `end` means the single key
+    /// `start`, `end == [0]` means "to the end of the keyspace", an empty `start` with an `end`
+    /// starts at the first key.
     Range {
         /// First key included.
         start: Vec<u8>,
@@ -57,7 +59,11 @@ impl KeyRange {
         match self {
             KeyRange::Key(k) => k.as_slice() == key,
             KeyRange::Prefix(p) => key.starts_with(p),
-            KeyRange::Range { start, end } => key >= start.as_slice() && key < end.as_slice(),
+            KeyRange::Range { start, end } => match end.as_slice() {
+                [] => key == start.as_slice(),
+                [0] => key >= start.as_slice(),
+                end => key >= start.as_slice() && key < end,
+            },
             KeyRange::FromKey(start) => key >= start.as_slice(),
         }
     }
@@ -226,7 +232,7 @@ pub struct RangeResponse {
     pub header_revision: Revision,
     /// The keys found (none with `count_only`).
     pub kvs: Vec<KeyValue>,
-    /// How many keys matched, before `limit`.
+    /// How many keys are in the range, before `limit` and the `max_*_revision` filters (as etcd).
     pub count: i64,
     /// Whether `limit` left keys out.
     pub more: bool,
