@@ -60,7 +60,7 @@ impl Election {
         check_value(&self.session, &self.key, &value)?;
         let (held, mut notices, enqueued) = self
             .queue
-            .join(&self.session, self.key.clone(), &value, true)
+            .join(&self.session, self.key.clone(), &value, true, true)
             .await?;
         let adopted_stale = matches!(&enqueued.adopted, Some(kv) if kv.value != value);
         let revision = self.queue.wait_turn(&held, &mut notices, enqueued).await?;
@@ -221,7 +221,12 @@ impl Leadership {
             .and_then([TxnOp::Put(
                 PutRequest::new(self.held.key.to_vec(), value).with_lease(session.lease()),
             )]);
-        if session.backend().txn(txn).await?.succeeded {
+        let resp = session
+            .backend()
+            .txn(txn)
+            .await
+            .map_err(|e| session.lease_error(e))?;
+        if resp.succeeded {
             Ok(())
         } else {
             Err(Error::NotLeader)

@@ -28,6 +28,9 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod counting;
 pub mod election;
 pub mod error;
 pub mod fencing;
@@ -46,6 +49,7 @@ pub mod watch;
 mod watcher;
 
 pub use backend::{Backend, BackendLimits, DynBackend};
+pub use counting::{CallCounts, Counting};
 pub use election::{Election, Leadership};
 pub use error::{BoxError, Error, Result};
 pub use fencing::{Fence, StaleToken};

@@ -49,7 +49,7 @@ impl Mutex {
     /// lease TTL is the backstop), so nobody waits behind an abandoned attempt. Wrap it in
     /// [`tokio::time::timeout`] or use [`Mutex::lock_timeout`] for a deadline.
     pub async fn lock(&self) -> Result<LockGuard> {
-        let (held, mut notices, enqueued) = self.join().await?;
+        let (held, mut notices, enqueued) = self.join(true).await?;
         let revision = self.queue.wait_turn(&held, &mut notices, enqueued).await?;
         Ok(LockGuard::new(held, revision, LockKind::Mutex))
     }
@@ -66,13 +66,14 @@ impl Mutex {
     }
 
     /// Takes the lock if nobody holds it, else fails at once with [`Error::Locked`] (after
-    /// removing its contender key).
+    /// removing its contender key). A guard of this same session on this name counts as a
+    /// holder: `try_lock` does not wait for it.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe, as [`Mutex::lock`].
     pub async fn try_lock(&self) -> Result<LockGuard> {
-        let (held, _notices, enqueued) = self.join().await?;
+        let (held, _notices, enqueued) = self.join(false).await?;
         if self.queue.is_blocked(&held, &enqueued).await? {
             // The lock stays Locked even if this cleanup fails: it is retried in the background.
             let _ = held.release("try-lock").await;
@@ -83,13 +84,14 @@ impl Mutex {
 
     async fn join(
         &self,
+        wait: bool,
     ) -> Result<(
         HeldKey,
         tokio::sync::broadcast::Receiver<crate::watcher::Notice>,
         crate::queue::Enqueued,
     )> {
         self.queue
-            .join(&self.session, self.key.clone(), b"", true)
+            .join(&self.session, self.key.clone(), b"", true, wait)
             .await
     }
 }

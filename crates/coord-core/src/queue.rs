@@ -129,7 +129,8 @@ impl HeldKey {
     /// Why the key is gone: the session's lease ended (asking the store, since the keep-alive
     /// task may not have noticed yet), or someone deleted the key.
     pub(crate) async fn gone_error(&self, what: &'static str) -> Error {
-        if self.session.is_lost() {
+        // Closed counts from the start of close(), before its revoke deletes the key.
+        if self.session.is_lost() || self.session.is_closed() {
             return self.session.ended_error();
         }
         let lease = self.session.lease();
@@ -139,7 +140,9 @@ impl HeldKey {
             .lease_time_to_live(lease, false)
             .await
         {
-            Err(Error::LeaseNotFound { .. }) => Error::SessionExpired { lease },
+            Err(Error::LeaseNotFound { .. }) => {
+                self.session.lease_error(Error::LeaseNotFound { lease })
+            }
             _ => Error::NotHeld { what },
         }
     }
@@ -243,7 +246,11 @@ impl Queue {
                 TxnOp::Range(newest),
             ])
             .or_else([TxnOp::Range(RangeRequest::key(key.clone()))]);
-        let resp = session.backend().txn(txn).await?;
+        let resp = session
+            .backend()
+            .txn(txn)
+            .await
+            .map_err(|e| session.lease_error(e))?;
         if !resp.succeeded {
             let existing = resp
                 .range(0)?
@@ -281,17 +288,27 @@ impl Queue {
 
     /// Joins the queue with `key`: checks the session, takes the in-process turn for keys a
     /// session reuses (`shared_key`), subscribes to the name's releases and enqueues.
+    ///
+    /// Without `wait` (the try-variants), a turn held by another holder of this session is
+    /// [`Error::Locked`] at once: that holder holds the lock (or is waiting for it).
     pub(crate) async fn join(
         &self,
         session: &Session,
         key: Vec<u8>,
         value: &[u8],
         shared_key: bool,
+        wait: bool,
     ) -> Result<(HeldKey, broadcast::Receiver<Notice>, Enqueued)> {
         session.check_usable()?;
-        let permit = match shared_key {
-            true => Some(session.local_lock(&key).lock_owned().await),
-            false => None,
+        let permit = match (shared_key, wait) {
+            (true, true) => Some(session.local_lock(&key).lock_owned().await),
+            (true, false) => Some(
+                session
+                    .local_lock(&key)
+                    .try_lock_owned()
+                    .map_err(|_| Error::Locked)?,
+            ),
+            (false, _) => None,
         };
         session.check_usable()?;
         let mut held = HeldKey::new(session.clone(), key, self.watch_prefix.clone(), permit);
@@ -324,9 +341,8 @@ impl Queue {
         let resp = held.session.backend().txn(txn).await?;
         let mine = resp.range(0)?.kvs.first();
         if !matches!(mine, Some(kv) if kv.create_revision == held.rev) {
-            return Err(Error::SessionExpired {
-                lease: held.session.lease(),
-            });
+            // SessionExpired, or SessionClosed when close() revoked the lease.
+            return Err(held.session.ended_error());
         }
         Ok((resp.header_revision, resp.range(1)?.kvs.first().cloned()))
     }
@@ -384,7 +400,7 @@ impl Queue {
                             return Ok(());
                         }
                         if key == held.key && revision > held.rev {
-                            return Err(Error::SessionExpired { lease: held.session.lease() });
+                            return Err(held.session.ended_error());
                         }
                     }
                     Ok(Notice::Deleted { .. }) => {}

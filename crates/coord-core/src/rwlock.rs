@@ -107,7 +107,8 @@ impl RwLock {
             )
             .as_bytes(),
         );
-        let (held, mut notices, enqueued) = queue.join(&self.session, key, b"", false).await?;
+        let (held, mut notices, enqueued) =
+            queue.join(&self.session, key, b"", false, wait).await?;
         if wait {
             let revision = queue.wait_turn(&held, &mut notices, enqueued).await?;
             return Ok(LockGuard::new(held, revision, kind));

@@ -225,6 +225,23 @@ impl Session {
         }
     }
 
+    /// Turns the store's "lease not found" for this session's own lease into the session's
+    /// end: the lease is gone, so the session is lost now rather than at the next keep-alive,
+    /// and the caller gets [`Error::SessionExpired`] (or [`Error::SessionClosed`]). Other
+    /// errors pass through.
+    pub(crate) fn lease_error(&self, e: Error) -> Error {
+        match e {
+            Error::LeaseNotFound { lease } if lease == self.inner.lease => {
+                if !self.inner.ended.is_cancelled() {
+                    tracing::warn!(lease = format_args!("{lease:x}"), "session lease lost");
+                    self.inner.ended.cancel();
+                }
+                self.ended_error()
+            }
+            e => e,
+        }
+    }
+
     pub(crate) fn runtime(&self) -> &Handle {
         &self.inner.runtime
     }

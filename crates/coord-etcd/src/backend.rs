@@ -1,0 +1,681 @@
+//! [`EtcdBackend`]: [`coord_core::Backend`] on etcd v3, one RPC per call.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use coord_core::{
+    Backend, BackendLimits, Compare, CompareOp, CompareTarget, DeleteRequest, DeleteResponse,
+    Error, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseTimeToLive, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, Result, Revision, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchRequest, WatchStream,
+};
+use etcd_client::{
+    CompactionOptions, DeleteOptions, GetOptions, LeaseClient, LeaseGrantOptions,
+    LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions, PutOptions,
+};
+use futures::StreamExt;
+
+use crate::config::EtcdConfig;
+use crate::error::{self, EtcdError, Kind};
+use crate::watch::{self, WatchSettings};
+
+/// A cached keep-alive stream is dropped after this long without use.
+const KEEPER_IDLE: Duration = Duration::from_secs(120);
+
+/// [`coord_core::Backend`] on etcd v3 (through `etcd-client`).
+///
+/// Cheap to clone: clones share one connection (HTTP/2, multiplexed, balanced over the
+/// endpoints). Every unary call is one RPC bounded by the request timeout; a call that gets no
+/// answer in time fails with [`Error::Unavailable`]. Failures map into [`Error`] by meaning
+/// (see the crate docs), with etcd's error kept as the source.
+///
+/// `lease_keep_alive` keeps one keep-alive stream per lease and reuses it (a renewal is then
+/// one message each way); the stream is dropped when it fails, when the lease is revoked or
+/// gone, and after two minutes without use.
+#[derive(Clone)]
+pub struct EtcdBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EtcdConfig,
+    kv: etcd_client::KvClient,
+    watch: etcd_client::WatchClient,
+    lease: LeaseClient,
+    keepers: Mutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<KeeperSlot>>>>,
+}
+
+struct KeeperSlot {
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    /// A renewal was sent and its answer not read (its call was cancelled): the stream's
+    /// answers no longer match its requests, so it is replaced.
+    in_flight: bool,
+    /// When the slot was created or last renewed successfully.
+    last_used: Instant,
+}
+
+impl KeeperSlot {
+    fn new() -> Self {
+        KeeperSlot {
+            stream: None,
+            in_flight: false,
+            last_used: Instant::now(),
+        }
+    }
+}
+
+impl fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdBackend")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdBackend {
+    /// A builder: [`EtcdConfig`] with defaults and no endpoints yet.
+    pub fn builder() -> EtcdConfig {
+        EtcdConfig::default()
+    }
+
+    /// Connects with `config`; see [`EtcdConfig::connect`].
+    pub async fn connect(config: EtcdConfig) -> Result<EtcdBackend> {
+        if config.endpoints().is_empty() {
+            return Err(Error::invalid("no etcd endpoints given"));
+        }
+        let options = config.connect_options()?;
+        let deadline = config.connect_timeout();
+        let endpoints = config.endpoints().to_vec();
+        let started = Instant::now();
+        let unreachable = |last: Option<Error>| Error::Unavailable {
+            source: Box::new(EtcdError::Unreachable {
+                endpoints: endpoints.join(","),
+                after: deadline,
+                last,
+            }),
+        };
+        let client = match tokio::time::timeout(
+            deadline,
+            etcd_client::Client::connect(&endpoints, Some(options)),
+        )
+        .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(error::from_client(e, 0)),
+            Err(_) => return Err(unreachable(None)),
+        };
+        // `Client::connect` is lazy (it only authenticates when a user is set): a request
+        // proves a server is there. `Status` needs no permission. Transient failures (refused
+        // connection, a TLS alert racing the first request) are retried until the deadline.
+        let mut last = None;
+        loop {
+            let left = deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                tracing::debug!(?endpoints, ?deadline, "connecting to etcd timed out");
+                return Err(unreachable(last));
+            }
+            let mut maintenance = client.maintenance_client();
+            match tokio::time::timeout(left, maintenance.status()).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => {
+                    let e = error::from_client(e, 0);
+                    if !e.is_retryable() {
+                        tracing::debug!(?endpoints, error = %e, "connecting to etcd failed");
+                        return Err(e);
+                    }
+                    last = Some(e);
+                    let pause =
+                        Duration::from_millis(100).min(deadline.saturating_sub(started.elapsed()));
+                    tokio::time::sleep(pause).await;
+                }
+                Err(_) => return Err(unreachable(last)),
+            }
+        }
+        let max = config.max_response_bytes();
+        tracing::debug!(?endpoints, user = ?config.user(), tls = config.uses_tls(), "connected to etcd");
+        Ok(EtcdBackend {
+            inner: Arc::new(Inner {
+                kv: client.kv_client().max_decoding_message_size(max),
+                watch: client.watch_client().max_decoding_message_size(max),
+                lease: client.lease_client(),
+                config,
+                keepers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The settings this backend was connected with.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.inner.config
+    }
+
+    /// Runs one RPC under the request timeout and maps its error. An attempt that could not
+    /// even connect (so the server never saw it) is made again, with a short backoff, while
+    /// the deadline allows; like Go's client waiting for a ready connection, a call to a
+    /// cluster that is down therefore fails after the request timeout, not at once.
+    async fn call<T, F, Fut>(&self, op: &'static str, lease: LeaseId, mut rpc: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let after = self.inner.config.request_timeout();
+        let deadline = Instant::now() + after;
+        let attempts = async {
+            let mut pause = Duration::from_millis(10);
+            loop {
+                match rpc().await {
+                    Err(e) if error::never_sent(&e) && Instant::now() + pause < deadline => {
+                        tracing::trace!(op, error = %e, "etcd connection not ready, retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(after, attempts).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let e = error::from_client(e, lease);
+                tracing::debug!(op, error = %e, "etcd request failed");
+                Err(e)
+            }
+            Err(_) => {
+                tracing::debug!(op, ?after, "etcd request timed out");
+                Err(error::timeout(op, after))
+            }
+        }
+    }
+
+    fn watch_settings(&self) -> WatchSettings {
+        let config = &self.inner.config;
+        let (backoff_initial, backoff_max) = config.watch_backoff();
+        WatchSettings {
+            open_timeout: config.request_timeout(),
+            backoff_initial,
+            backoff_max,
+            reconnect_timeout: config.watch_reconnect_timeout(),
+        }
+    }
+
+    /// Fills in the compaction point of a [`Error::Compacted`] mapped from an error message
+    /// (etcd's message does not carry it): a watch of `range` from revision 1 is cancelled with
+    /// it. When that fails, `requested + 1` (a lower bound) stands in.
+    async fn with_compact_revision(
+        &self,
+        e: Error,
+        range: Option<&KeyRange>,
+        requested: Revision,
+    ) -> Error {
+        let Error::Compacted {
+            compact_revision: 0,
+        } = e
+        else {
+            return e;
+        };
+        let range = range.cloned().unwrap_or_else(|| KeyRange::key(vec![0]));
+        let probe = async {
+            let req = WatchRequest::new(range).with_start_revision(1);
+            let mut stream = watch::open(self.inner.watch.clone(), req, self.watch_settings())
+                .await
+                .ok()?;
+            match stream.next().await {
+                Some(Err(Error::Compacted { compact_revision })) => Some(compact_revision),
+                _ => None,
+            }
+        };
+        let limit = self
+            .inner
+            .config
+            .request_timeout()
+            .min(Duration::from_secs(2));
+        let compact_revision = tokio::time::timeout(limit, probe)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(requested.saturating_add(1).max(1));
+        Error::Compacted { compact_revision }
+    }
+
+    fn keeper_slot(&self, id: LeaseId) -> Arc<tokio::sync::Mutex<KeeperSlot>> {
+        let mut keepers = self.inner.keepers.lock().unwrap_or_else(|e| e.into_inner());
+        keepers.retain(|&lease, slot| {
+            lease == id
+                || match slot.try_lock() {
+                    Ok(slot) => slot.last_used.elapsed() < KEEPER_IDLE,
+                    Err(_) => true,
+                }
+        });
+        keepers
+            .entry(id)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(KeeperSlot::new())))
+            .clone()
+    }
+
+    fn forget_keeper(&self, id: LeaseId, slot: Option<&Arc<tokio::sync::Mutex<KeeperSlot>>>) {
+        let mut keepers = self.inner.keepers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(current) = keepers.get(&id) {
+            if slot.map_or(true, |slot| Arc::ptr_eq(current, slot)) {
+                keepers.remove(&id);
+            }
+        }
+    }
+}
+
+/// One renewal on the slot's stream, opening it first if needed. Returns the TTL etcd reports.
+async fn renew(slot: &mut KeeperSlot, client: &LeaseClient, id: LeaseId) -> Result<i64> {
+    if slot.in_flight {
+        slot.stream = None;
+    }
+    let KeeperSlot {
+        stream, in_flight, ..
+    } = slot;
+    if stream.is_none() {
+        // Opening renews once and checks the lease exists; its TTL is not handed out, so the
+        // renewal below asks again.
+        *stream = Some(
+            client
+                .clone()
+                .keep_alive(id)
+                .await
+                .map_err(|e| error::from_client(e, id))?,
+        );
+    }
+    let Some((keeper, responses)) = stream.as_mut() else {
+        unreachable!("the keep-alive stream was just opened");
+    };
+    *in_flight = true;
+    keeper
+        .keep_alive()
+        .await
+        .map_err(|e| error::from_client(e, id))?;
+    let resp = responses
+        .message()
+        .await
+        .map_err(|e| error::from_client(e, id))?
+        .ok_or_else(|| error::described(Kind::Unavailable, "keep-alive stream closed", id))?;
+    *in_flight = false;
+    Ok(resp.ttl())
+}
+
+/// etcd's encoding of a range: `(key, range_end)`. An empty start with an end means "from the
+/// first key", which etcd spells `\0`.
+pub(crate) fn range_key(range: &KeyRange) -> (Vec<u8>, Vec<u8>) {
+    let end = range.end();
+    let mut key = range.start().to_vec();
+    if key.is_empty() && !end.is_empty() {
+        key = vec![0];
+    }
+    (key, end)
+}
+
+pub(crate) fn convert_kv(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key().to_vec(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: kv.lease(),
+    }
+}
+
+fn convert_kv_owned(kv: etcd_client::KeyValue) -> KeyValue {
+    let (create_revision, mod_revision, version, lease) = (
+        kv.create_revision(),
+        kv.mod_revision(),
+        kv.version(),
+        kv.lease(),
+    );
+    let (key, value) = kv.into_key_value();
+    KeyValue {
+        key,
+        value,
+        create_revision,
+        mod_revision,
+        version,
+        lease,
+    }
+}
+
+fn get_options(req: &RangeRequest) -> (Vec<u8>, GetOptions) {
+    let (key, end) = range_key(&req.range);
+    let mut options = GetOptions::new();
+    if !end.is_empty() {
+        options = options.with_range(end);
+    }
+    if let Some((target, order)) = req.sort {
+        let target = match target {
+            SortTarget::Key => etcd_client::SortTarget::Key,
+            SortTarget::Create => etcd_client::SortTarget::Create,
+            SortTarget::Mod => etcd_client::SortTarget::Mod,
+        };
+        let order = match order {
+            SortOrder::Ascend => etcd_client::SortOrder::Ascend,
+            SortOrder::Descend => etcd_client::SortOrder::Descend,
+        };
+        options = options.with_sort(target, order);
+    }
+    if req.limit > 0 {
+        options = options.with_limit(req.limit);
+    }
+    if req.max_create_revision > 0 {
+        options = options.with_max_create_revision(req.max_create_revision);
+    }
+    if req.max_mod_revision > 0 {
+        options = options.with_max_mod_revision(req.max_mod_revision);
+    }
+    if req.revision > 0 {
+        options = options.with_revision(req.revision);
+    }
+    if req.keys_only {
+        options = options.with_keys_only();
+    }
+    if req.count_only {
+        options = options.with_count_only();
+    }
+    (key, options)
+}
+
+fn put_options(req: &PutRequest) -> PutOptions {
+    let mut options = PutOptions::new();
+    if req.lease != 0 {
+        options = options.with_lease(req.lease);
+    }
+    if req.prev_kv {
+        options = options.with_prev_key();
+    }
+    options
+}
+
+fn delete_options(req: &DeleteRequest) -> (Vec<u8>, DeleteOptions) {
+    let (key, end) = range_key(&req.range);
+    let mut options = DeleteOptions::new();
+    if !end.is_empty() {
+        options = options.with_range(end);
+    }
+    if req.prev_kv {
+        options = options.with_prev_key();
+    }
+    (key, options)
+}
+
+fn compare(c: &Compare) -> etcd_client::Compare {
+    let op = match c.op {
+        CompareOp::Equal => etcd_client::CompareOp::Equal,
+        CompareOp::NotEqual => etcd_client::CompareOp::NotEqual,
+        CompareOp::Greater => etcd_client::CompareOp::Greater,
+        CompareOp::Less => etcd_client::CompareOp::Less,
+    };
+    let key = c.key.clone();
+    match &c.target {
+        CompareTarget::CreateRevision(r) => etcd_client::Compare::create_revision(key, op, *r),
+        CompareTarget::ModRevision(r) => etcd_client::Compare::mod_revision(key, op, *r),
+        CompareTarget::Version(v) => etcd_client::Compare::version(key, op, *v),
+        CompareTarget::Value(v) => etcd_client::Compare::value(key, op, v.clone()),
+        CompareTarget::Lease(l) => etcd_client::Compare::lease(key, op, *l),
+    }
+}
+
+fn txn_op(op: &TxnOp) -> etcd_client::TxnOp {
+    match op {
+        TxnOp::Range(r) => {
+            let (key, options) = get_options(r);
+            etcd_client::TxnOp::get(key, Some(options))
+        }
+        TxnOp::Put(p) => {
+            etcd_client::TxnOp::put(p.key.clone(), p.value.clone(), Some(put_options(p)))
+        }
+        TxnOp::Delete(d) => {
+            let (key, options) = delete_options(d);
+            etcd_client::TxnOp::delete(key, Some(options))
+        }
+    }
+}
+
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Revision {
+    header.map(|h| h.revision()).unwrap_or(0)
+}
+
+#[async_trait]
+impl Backend for EtcdBackend {
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let ops = || txn.success.iter().chain(txn.failure.iter());
+        // Which lease a "lease not found" is about: the first one a put names.
+        let lease = ops()
+            .find_map(|op| match op {
+                TxnOp::Put(p) if p.lease != 0 => Some(p.lease),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let etcd_txn = etcd_client::Txn::new()
+            .when(txn.compares.iter().map(compare).collect::<Vec<_>>())
+            .and_then(txn.success.iter().map(txn_op).collect::<Vec<_>>())
+            .or_else(txn.failure.iter().map(txn_op).collect::<Vec<_>>());
+        let resp = match self
+            .call("txn", lease, || {
+                let (mut kv, etcd_txn) = (self.inner.kv.clone(), etcd_txn.clone());
+                async move { kv.txn(etcd_txn).await }
+            })
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => {
+                let past = ops().find_map(|op| match op {
+                    TxnOp::Range(r) if r.revision > 0 => Some((r.range.clone(), r.revision)),
+                    _ => None,
+                });
+                let (range, rev) = match &past {
+                    Some((range, rev)) => (Some(range), *rev),
+                    None => (None, 0),
+                };
+                return Err(self.with_compact_revision(e, range, rev).await);
+            }
+        };
+        let header_revision = header_revision(resp.header());
+        let responses = resp
+            .op_responses()
+            .into_iter()
+            .map(|r| match r {
+                etcd_client::TxnOpResponse::Get(mut g) => Ok(TxnOpResponse::Range(RangeResponse {
+                    header_revision,
+                    count: g.count(),
+                    more: g.more(),
+                    kvs: g.take_kvs().into_iter().map(convert_kv_owned).collect(),
+                })),
+                etcd_client::TxnOpResponse::Put(mut p) => Ok(TxnOpResponse::Put(PutResponse {
+                    header_revision,
+                    prev_kv: p.take_prev_key().map(convert_kv_owned),
+                })),
+                etcd_client::TxnOpResponse::Delete(mut d) => {
+                    Ok(TxnOpResponse::Delete(DeleteResponse {
+                        header_revision,
+                        deleted: d.deleted(),
+                        prev_kvs: d
+                            .take_prev_kvs()
+                            .into_iter()
+                            .map(convert_kv_owned)
+                            .collect(),
+                    }))
+                }
+                etcd_client::TxnOpResponse::Txn(_) => Err(Error::Backend {
+                    source: "etcd answered a nested transaction that was never sent".into(),
+                }),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TxnResponse {
+            succeeded: resp.succeeded(),
+            header_revision,
+            responses,
+        })
+    }
+
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        let (key, options) = get_options(&req);
+        let rpc = || {
+            let (mut kv, key, options) = (self.inner.kv.clone(), key.clone(), options.clone());
+            async move { kv.get(key, Some(options)).await }
+        };
+        let mut resp = match self.call("range", 0, rpc).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                return Err(self
+                    .with_compact_revision(e, Some(&req.range), req.revision)
+                    .await)
+            }
+        };
+        Ok(RangeResponse {
+            header_revision: header_revision(resp.header()),
+            count: resp.count(),
+            more: resp.more(),
+            kvs: resp.take_kvs().into_iter().map(convert_kv_owned).collect(),
+        })
+    }
+
+    async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        let options = put_options(&req);
+        let rpc = || {
+            let mut kv = self.inner.kv.clone();
+            let (key, value, options) = (req.key.clone(), req.value.clone(), options.clone());
+            async move { kv.put(key, value, Some(options)).await }
+        };
+        let mut resp = self.call("put", req.lease, rpc).await?;
+        Ok(PutResponse {
+            header_revision: header_revision(resp.header()),
+            prev_kv: resp.take_prev_key().map(convert_kv_owned),
+        })
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        let (key, options) = delete_options(&req);
+        let rpc = || {
+            let (mut kv, key, options) = (self.inner.kv.clone(), key.clone(), options.clone());
+            async move { kv.delete(key, Some(options)).await }
+        };
+        let mut resp = self.call("delete", 0, rpc).await?;
+        Ok(DeleteResponse {
+            header_revision: header_revision(resp.header()),
+            deleted: resp.deleted(),
+            prev_kvs: resp
+                .take_prev_kvs()
+                .into_iter()
+                .map(convert_kv_owned)
+                .collect(),
+        })
+    }
+
+    async fn lease_grant(&self, ttl: i64, id: Option<LeaseId>) -> Result<LeaseGrant> {
+        let limits = self.limits();
+        if ttl < limits.min_ttl || ttl > limits.max_ttl {
+            return Err(Error::invalid(format!(
+                "lease TTL {ttl} s is outside [{}, {}]",
+                limits.min_ttl, limits.max_ttl
+            )));
+        }
+        let mut options = LeaseGrantOptions::new();
+        if let Some(id) = id {
+            options = options.with_id(id);
+        }
+        let rpc = || {
+            let (mut lease, options) = (self.inner.lease.clone(), options.clone());
+            async move { lease.grant(ttl, Some(options)).await }
+        };
+        let resp = self.call("lease_grant", id.unwrap_or(0), rpc).await?;
+        if !resp.error().is_empty() {
+            let kind = error::classify_message(resp.error()).unwrap_or(Kind::Other);
+            return Err(error::described(kind, resp.error(), resp.id()));
+        }
+        Ok(LeaseGrant {
+            id: resp.id(),
+            ttl: resp.ttl(),
+        })
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
+        self.forget_keeper(id, None);
+        let rpc = || {
+            let mut lease = self.inner.lease.clone();
+            async move { lease.revoke(id).await }
+        };
+        self.call("lease_revoke", id, rpc).await?;
+        Ok(())
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
+        let slot = self.keeper_slot(id);
+        let mut guard = slot.lock().await;
+        let after = self.inner.config.request_timeout();
+        let result = tokio::time::timeout(after, renew(&mut guard, &self.inner.lease, id)).await;
+        let result = match result {
+            Ok(Ok(ttl)) if ttl > 0 => {
+                guard.last_used = Instant::now();
+                return Ok(ttl);
+            }
+            Ok(Ok(_)) => Err(Error::LeaseNotFound { lease: id }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(error::timeout("lease_keep_alive", after)),
+        };
+        // The stream failed or the lease is gone: drop the stream, open a new one next time.
+        guard.stream = None;
+        drop(guard);
+        self.forget_keeper(id, Some(&slot));
+        if let Err(e) = &result {
+            tracing::debug!(lease = id, error = %e, "etcd lease keep-alive failed");
+        }
+        result
+    }
+
+    async fn lease_time_to_live(&self, id: LeaseId, with_keys: bool) -> Result<LeaseTimeToLive> {
+        let mut options = LeaseTimeToLiveOptions::new();
+        if with_keys {
+            options = options.with_keys();
+        }
+        let rpc = || {
+            let (mut lease, options) = (self.inner.lease.clone(), options.clone());
+            async move { lease.time_to_live(id, Some(options)).await }
+        };
+        let resp = self.call("lease_time_to_live", id, rpc).await?;
+        // etcd answers an unknown lease with TTL -1 rather than an error.
+        if resp.ttl() < 0 {
+            return Err(Error::LeaseNotFound { lease: id });
+        }
+        Ok(LeaseTimeToLive {
+            id: resp.id(),
+            ttl: resp.ttl(),
+            granted_ttl: resp.granted_ttl(),
+            keys: resp.keys().to_vec(),
+        })
+    }
+
+    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        let rpc = || {
+            let mut lease = self.inner.lease.clone();
+            async move { lease.leases().await }
+        };
+        let resp = self.call("lease_list", 0, rpc).await?;
+        Ok(resp.leases().iter().map(|l| l.id()).collect())
+    }
+
+    async fn watch(&self, req: WatchRequest) -> Result<WatchStream> {
+        watch::open(self.inner.watch.clone(), req, self.watch_settings()).await
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let rpc = || {
+            let mut kv = self.inner.kv.clone();
+            async move { kv.compact(revision, Some(CompactionOptions::new())).await }
+        };
+        match self.call("compact", 0, rpc).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.with_compact_revision(e, None, revision).await),
+        }
+    }
+
+    fn limits(&self) -> BackendLimits {
+        self.inner.config.limits()
+    }
+}
