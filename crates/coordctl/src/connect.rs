@@ -1,0 +1,103 @@
+//! Reaching etcd with the global options.
+
+use std::time::Duration;
+
+use coord_core::{Error, Session};
+use coord_etcd::{EtcdBackend, EtcdConfig};
+
+use crate::cli::Global;
+use crate::exit::{Failure, USAGE};
+
+/// The etcd settings the global options describe.
+pub fn config(global: &Global) -> Result<EtcdConfig, Failure> {
+    if global.endpoints.iter().all(|e| e.trim().is_empty()) {
+        return Err(Failure::new(USAGE, "no etcd endpoints given"));
+    }
+    let mut config = EtcdConfig::new(
+        global
+            .endpoints
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty()),
+    )
+    .with_connect_timeout(global.dial_timeout);
+    match (&global.user, &global.password) {
+        (Some(user), Some(password)) => config = config.with_user(user, password),
+        (Some(user), None) => {
+            let (user, password) = user.split_once(':').unwrap_or((user, ""));
+            config = config.with_user(user, password);
+        }
+        (None, Some(_)) => {
+            return Err(Failure::new(
+                USAGE,
+                "--password (ETCD_PASSWORD) needs --user",
+            ))
+        }
+        (None, None) => {}
+    }
+    if let Some(ca) = &global.cacert {
+        config = config.with_ca_cert(ca);
+    }
+    match (&global.cert, &global.key) {
+        (Some(cert), Some(key)) => config = config.with_client_cert(cert, key),
+        (None, None) => {}
+        _ => {
+            return Err(Failure::new(
+                USAGE,
+                "--cert and --key (ETCD_CERT, ETCD_KEY) go together",
+            ))
+        }
+    }
+    Ok(config)
+}
+
+/// Connects within the dial timeout, or fails with one line naming the endpoints.
+pub async fn connect(global: &Global) -> Result<EtcdBackend, Failure> {
+    let config = config(global)?;
+    let endpoints = config.endpoints().join(",");
+    let dial = global.dial_timeout;
+    let fail = |e: &Error| Failure::coord("cannot connect to etcd", e);
+    // `connect` promises to give up within the connect timeout; the margin only guards that.
+    match tokio::time::timeout(dial + Duration::from_millis(500), config.connect()).await {
+        Ok(Ok(backend)) => Ok(backend),
+        Ok(Err(e @ Error::InvalidArgument { .. })) => Err(fail(&e)),
+        Ok(Err(e)) => Err(Failure {
+            // Whatever the cause (unreachable, refused, bad credentials), it is an error, not a
+            // timeout of the wait.
+            code: crate::exit::ERROR,
+            ..fail(&e)
+        }),
+        Err(_) => Err(Failure::new(
+            crate::exit::ERROR,
+            format!(
+                "cannot connect to etcd at {endpoints}: no answer within {}",
+                crate::human(dial)
+            ),
+        )),
+    }
+}
+
+/// A session with the `--ttl` lease.
+pub async fn session(backend: EtcdBackend, global: &Global) -> Result<Session, Failure> {
+    Session::new(backend, global.ttl)
+        .await
+        .map_err(|e| Failure::coord("cannot start a session", &e))
+}
+
+/// [`connect`] then [`session`].
+pub async fn connect_session(global: &Global) -> Result<Session, Failure> {
+    let backend = connect(global).await?;
+    session(backend, global).await
+}
+
+/// Closes the session (revoking its lease, so no key of it stays behind), within a bound: if
+/// etcd cannot be reached the lease TTL does it.
+pub async fn close(session: &Session) {
+    match tokio::time::timeout(Duration::from_secs(3), session.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "closing the session failed; its TTL will end it")
+        }
+        Err(_) => tracing::debug!("closing the session timed out; its TTL will end it"),
+    }
+}

@@ -1,0 +1,797 @@
+//! End-to-end: the built `coordctl` binary against a real etcd (the one `ETCD_ENDPOINTS` names,
+//! or one the harness starts), and against `etcdctl lock`/`etcdctl elect` on the same names.
+//!
+//! Every test uses its own random names, waits with deadlines (no long fixed sleeps), and kills
+//! every process it started, by pid, even when it fails (see [`Proc`]'s `Drop`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coord_core::{Backend, RangeRequest};
+use coord_etcd::{EtcdBackend, EtcdConfig};
+use etcd_harness::TestEtcd;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How long any single expected event may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A name no other test (or run) uses.
+fn unique(label: &str) -> String {
+    format!("coordctl-test/{label}-{:08x}", rand::random::<u32>())
+}
+
+/// The etcd of this test, or `None` when there is none and skipping is allowed (never under
+/// `CI=true`: the harness panics then).
+async fn etcd() -> Option<TestEtcd> {
+    etcd_harness::endpoints_for_tests().await
+}
+
+/// `etcdctl`, or `None` (after a notice) when it is not installed and skipping is allowed.
+fn etcdctl_binary() -> Option<std::path::PathBuf> {
+    match etcd_harness::etcdctl_binary() {
+        Some(path) => Some(path),
+        None if etcd_harness::is_ci() => panic!("etcdctl not found and CI=true"),
+        None => {
+            eprintln!("NOTICE: etcdctl not found; skipping this test");
+            None
+        }
+    }
+}
+
+/// `coordctl` with the test's endpoints.
+fn coordctl(etcd: &TestEtcd) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
+    cmd.arg("--endpoints").arg(etcd.endpoints().join(","));
+    if etcd.is_exclusive() {
+        // Settings meant for an external etcd must not leak into the one started here.
+        for var in [
+            "ETCD_USER",
+            "ETCD_PASSWORD",
+            "ETCD_CACERT",
+            "ETCD_CERT",
+            "ETCD_KEY",
+        ] {
+            cmd.env_remove(var);
+        }
+    }
+    cmd
+}
+
+/// `etcdctl` (API v3) with the test's endpoints.
+fn etcdctl(bin: &std::path::Path, etcd: &TestEtcd) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(etcd.endpoints().join(","));
+    cmd
+}
+
+/// A client for checking the store's state.
+async fn backend(etcd: &TestEtcd) -> EtcdBackend {
+    let config = if etcd.is_exclusive() {
+        EtcdConfig::new(etcd.endpoints())
+    } else {
+        EtcdConfig::from_env()
+            .expect("ETCD_* settings")
+            .with_endpoints(etcd.endpoints())
+    };
+    config.connect().await.expect("connect to the test etcd")
+}
+
+/// The keys under `name/`.
+async fn keys(backend: &EtcdBackend, name: &str) -> Vec<String> {
+    let resp = backend
+        .range(RangeRequest::prefix(format!("{name}/")))
+        .await
+        .expect("range");
+    resp.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
+}
+
+/// Polls `check` until it holds or `PATIENCE` passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A child process whose stdout lines arrive on a channel and whose stderr is collected. It is
+/// killed (SIGKILL, by pid) and reaped when dropped, so no test leaves a process behind.
+struct Proc {
+    what: String,
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    fn spawn(what: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Proc {
+            what: what.to_string(),
+            child,
+            lines,
+            stderr,
+            status: None,
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The next stdout line, within `PATIENCE`.
+    fn line(&self) -> String {
+        match self.lines.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            Err(e) => panic!(
+                "{}: no output line within {PATIENCE:?} ({e:?}); stderr: {}",
+                self.what,
+                self.stderr()
+            ),
+        }
+    }
+
+    /// Asserts that no stdout line comes within `quiet`.
+    fn silent_for(&self, quiet: Duration) {
+        match self.lines.recv_timeout(quiet) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(line) => panic!("{}: printed {line:?} but should still wait", self.what),
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "{}: exited but should still wait; stderr: {}",
+                self.what,
+                self.stderr()
+            ),
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).unwrap_or_else(|e| panic!("signal {}: {e}", self.what));
+    }
+
+    /// Waits (within `PATIENCE`) for the exit status.
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                // Let the reader threads drain what is left.
+                std::thread::sleep(Duration::from_millis(20));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {PATIENCE:?}; stderr: {}",
+                self.what,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the exit code.
+    fn code(&mut self) -> i32 {
+        let status = self.wait();
+        status
+            .code()
+            .unwrap_or_else(|| panic!("{} died of a signal: {status:?}", self.what))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = kill(self.pid(), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Asserts that stderr is exactly one line (and shows it, with `--nocapture`).
+fn one_line(stderr: &str) {
+    eprintln!("stderr: {}", stderr.trim_end());
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected one line on stderr, got: {stderr:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_runs_the_command_with_key_and_token_and_exits_with_its_code() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("cmd");
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["lock", &name, "--", "sh", "-c"])
+        .arg(r#"printf '%s %s\n' "$COORD_LOCK_KEY" "$COORD_FENCING_TOKEN"; exit 7"#);
+    let started = Instant::now();
+    let mut run = Proc::spawn("coordctl lock -- sh", cmd);
+    let line = run.line();
+    assert_eq!(run.code(), 7, "stderr: {}", run.stderr());
+    eprintln!("lock + command + release: {:?}", started.elapsed());
+    let (key, token) = line.split_once(' ').expect("key and token");
+    let lease = key
+        .strip_prefix(&format!("{name}/"))
+        .unwrap_or_else(|| panic!("key {key} is not under {name}/"));
+    assert!(
+        !lease.is_empty() && lease.chars().all(|c| c.is_ascii_hexdigit()),
+        "the key ends in the lease id in hex, as Go's: {key}"
+    );
+    let token: i64 = token.parse().expect("numeric fencing token");
+    assert!(token > 0);
+    assert!(run.stderr().is_empty(), "stderr: {}", run.stderr());
+    // Released, and the session's lease revoked.
+    let backend = backend(&etcd).await;
+    assert!(keys(&backend, &name).await.is_empty());
+    let lease = i64::from_str_radix(lease, 16).unwrap();
+    assert!(backend.lease_time_to_live(lease, false).await.is_err());
+
+    // A command that cannot be found: 127, and nothing left behind.
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["lock", &name, "--", "/nonexistent/command"]);
+    let mut run = Proc::spawn("coordctl lock -- /nonexistent", cmd);
+    assert_eq!(run.code(), 127);
+    one_line(&run.stderr());
+    assert!(keys(&backend, &name).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_holder_makes_coordctl_wait_until_it_is_interrupted() {
+    let Some(etcd) = etcd().await else { return };
+    let Some(etcdctl_bin) = etcdctl_binary() else {
+        return;
+    };
+    let name = unique("etcdctl-first");
+    let mut cmd = etcdctl(&etcdctl_bin, &etcd);
+    cmd.args(["lock", &name]);
+    let holder = Proc::spawn("etcdctl lock", cmd);
+    let key = holder.line();
+    assert!(
+        key.starts_with(&format!("{name}/")),
+        "etcdctl printed {key}"
+    );
+
+    let mut cmd = coordctl(&etcd);
+    cmd.args([
+        "lock",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo acquired $COORD_LOCK_KEY",
+    ]);
+    let mut waiter = Proc::spawn("coordctl lock (waiting)", cmd);
+    waiter.silent_for(Duration::from_millis(500));
+
+    let released = Instant::now();
+    holder.signal(Signal::SIGINT); // etcdctl deletes its key on SIGINT
+    let line = waiter.line();
+    eprintln!(
+        "etcdctl released -> coordctl acquired: {:?}",
+        released.elapsed()
+    );
+    assert!(line.starts_with(&format!("acquired {name}/")), "{line}");
+    assert_ne!(line, format!("acquired {key}"));
+    assert_eq!(waiter.code(), 0, "stderr: {}", waiter.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordctl_lock_holder_makes_etcdctl_wait_until_it_is_interrupted() {
+    let Some(etcd) = etcd().await else { return };
+    let Some(etcdctl_bin) = etcdctl_binary() else {
+        return;
+    };
+    let name = unique("coordctl-first");
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["lock", &name]);
+    let mut holder = Proc::spawn("coordctl lock", cmd);
+    let key = holder.line();
+    assert!(
+        key.starts_with(&format!("{name}/")),
+        "coordctl printed {key}"
+    );
+
+    let mut cmd = etcdctl(&etcdctl_bin, &etcd);
+    cmd.args(["lock", &name]);
+    let waiter = Proc::spawn("etcdctl lock (waiting)", cmd);
+    waiter.silent_for(Duration::from_millis(500));
+
+    let released = Instant::now();
+    holder.signal(Signal::SIGINT);
+    assert_eq!(holder.code(), 0, "stderr: {}", holder.stderr());
+    let etcd_key = waiter.line();
+    eprintln!(
+        "coordctl released -> etcdctl acquired: {:?}",
+        released.elapsed()
+    );
+    assert!(etcd_key.starts_with(&format!("{name}/")) && etcd_key != key);
+    assert!(holder.stderr().is_empty(), "stderr: {}", holder.stderr());
+    waiter.signal(Signal::SIGINT);
+    let backend = backend(&etcd).await;
+    eventually("etcdctl released", || async {
+        keys(&backend, &name).await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_releases_within_its_ttl() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("killed");
+    let ttl = 2;
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["--ttl", &ttl.to_string(), "lock", &name]);
+    let mut holder = Proc::spawn("coordctl lock (to be killed)", cmd);
+    holder.line();
+
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["lock", &name, "--", "echo", "acquired"]);
+    let mut waiter = Proc::spawn("coordctl lock (waiting)", cmd);
+    waiter.silent_for(Duration::from_millis(300));
+
+    holder.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    holder.wait();
+    assert_eq!(waiter.line(), "acquired");
+    let took = killed.elapsed();
+    eprintln!("holder SIGKILLed with TTL {ttl}s -> next holder acquired: {took:?}");
+    assert!(
+        took <= Duration::from_secs(ttl + 1),
+        "the lock of a killed holder outlived its TTL: {took:?}"
+    );
+    assert_eq!(waiter.code(), 0, "stderr: {}", waiter.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_gives_exit_code_3_and_leaves_no_key() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("timeout");
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["lock", &name]);
+    let mut holder = Proc::spawn("coordctl lock", cmd);
+    let key = holder.line();
+
+    for timeout in ["400ms", "0"] {
+        let mut cmd = coordctl(&etcd);
+        cmd.args(["--timeout", timeout, "lock", &name, "--", "echo", "ran"]);
+        let started = Instant::now();
+        let mut waiter = Proc::spawn("coordctl --timeout lock", cmd);
+        assert_eq!(waiter.code(), 3, "--timeout {timeout}: {}", waiter.stderr());
+        eprintln!("--timeout {timeout}: exit 3 after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(3));
+        one_line(&waiter.stderr());
+        assert!(waiter.lines.try_recv().is_err(), "the command must not run");
+    }
+    let backend = backend(&etcd).await;
+    assert_eq!(keys(&backend, &name).await, [key]);
+    holder.signal(Signal::SIGTERM);
+    assert_eq!(holder.code(), 0);
+    assert!(keys(&backend, &name).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupting_a_wait_exits_130_and_withdraws_the_key() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("interrupt");
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["lock", &name]);
+    let holder = Proc::spawn("coordctl lock", cmd);
+    let key = holder.line();
+
+    let backend = backend(&etcd).await;
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["lock", &name]);
+    let mut waiter = Proc::spawn("coordctl lock (waiting)", cmd);
+    eventually("the waiter queued", || async {
+        keys(&backend, &name).await.len() == 2
+    })
+    .await;
+    waiter.signal(Signal::SIGINT);
+    assert_eq!(waiter.code(), 130);
+    one_line(&waiter.stderr());
+    assert_eq!(keys(&backend, &name).await, [key]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_lock_kills_the_command_and_what_it_started() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("lost");
+    let mut cmd = coordctl(&etcd);
+    // The shell forks `sleep` and prints its pid: killing only the shell would leave it.
+    cmd.args(["lock", &name, "--", "sh", "-c"])
+        .arg(r#"echo "$COORD_LOCK_KEY"; sleep 30 & echo $!; wait"#);
+    let mut run = Proc::spawn("coordctl lock -- sh", cmd);
+    let key = run.line();
+    let grandchild: i32 = run.line().parse().expect("pid");
+    let lease = i64::from_str_radix(key.rsplit('/').next().unwrap(), 16).unwrap();
+
+    let backend = backend(&etcd).await;
+    let revoked = Instant::now();
+    backend.lease_revoke(lease).await.expect("revoke");
+    assert_eq!(run.code(), 4, "stderr: {}", run.stderr());
+    eprintln!(
+        "lease revoked -> coordctl exited 4: {:?}",
+        revoked.elapsed()
+    );
+    one_line(&run.stderr());
+    assert!(run.stderr().contains("lost"), "{}", run.stderr());
+    let gone = !std::path::Path::new(&format!("/proc/{grandchild}")).exists();
+    if !gone {
+        // Never leave it behind, even when the assertion fails.
+        let _ = kill(Pid::from_raw(grandchild), Signal::SIGKILL);
+    }
+    assert!(gone, "the command's child {grandchild} outlived the lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordctl_leader_is_what_etcdctl_elect_listen_prints() {
+    let Some(etcd) = etcd().await else { return };
+    let Some(etcdctl_bin) = etcdctl_binary() else {
+        return;
+    };
+    let name = unique("elect");
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["elect", &name, "coord-proposal"]);
+    let mut leader = Proc::spawn("coordctl elect", cmd);
+    let key = leader.line();
+    assert_eq!(leader.line(), "coord-proposal");
+    assert!(key.starts_with(&format!("{name}/")), "{key}");
+
+    // A second candidate, from etcdctl, waits behind it.
+    let mut cmd = etcdctl(&etcdctl_bin, &etcd);
+    cmd.args(["elect", &name, "etcd-proposal"]);
+    let follower = Proc::spawn("etcdctl elect", cmd);
+
+    let mut cmd = etcdctl(&etcdctl_bin, &etcd);
+    cmd.args(["elect", "-l", &name]);
+    let observer = Proc::spawn("etcdctl elect -l", cmd);
+    assert_eq!(observer.line(), key);
+    assert_eq!(observer.line(), "coord-proposal");
+    follower.silent_for(Duration::from_millis(200));
+
+    // coordctl resigns on SIGTERM: etcdctl's candidate takes over.
+    leader.signal(Signal::SIGTERM);
+    assert_eq!(leader.code(), 0, "stderr: {}", leader.stderr());
+    let next = follower.line();
+    assert_eq!(follower.line(), "etcd-proposal");
+    assert_eq!(observer.line(), next);
+    assert_eq!(observer.line(), "etcd-proposal");
+    follower.signal(Signal::SIGINT);
+    observer.signal(Signal::SIGINT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_elect_leader_is_what_coordctl_leader_and_listen_print() {
+    let Some(etcd) = etcd().await else { return };
+    let Some(etcdctl_bin) = etcdctl_binary() else {
+        return;
+    };
+    let name = unique("leader");
+    let leader_value = |with_key: bool| {
+        let mut cmd = coordctl(&etcd);
+        cmd.arg("leader").arg(&name);
+        if with_key {
+            cmd.arg("--with-key");
+        }
+        let out = cmd.output().expect("run coordctl leader");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = leader_value(false);
+    assert_eq!((code, out.as_str()), (Some(5), ""), "no leader yet");
+    one_line(&err);
+
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["elect", "--listen", &name]);
+    let mut listener = Proc::spawn("coordctl elect --listen", cmd);
+    listener.silent_for(Duration::from_millis(200)); // as etcdctl: nothing without a leader
+
+    let mut cmd = etcdctl(&etcdctl_bin, &etcd);
+    cmd.args(["elect", &name, "from-etcdctl"]);
+    let etcd_leader = Proc::spawn("etcdctl elect", cmd);
+    let key = etcd_leader.line();
+    assert_eq!(etcd_leader.line(), "from-etcdctl");
+
+    assert_eq!(listener.line(), key);
+    assert_eq!(listener.line(), "from-etcdctl");
+    assert_eq!(
+        leader_value(false),
+        (Some(0), "from-etcdctl\n".into(), "".into())
+    );
+    assert_eq!(
+        leader_value(true),
+        (Some(0), format!("{key}\nfrom-etcdctl\n"), "".into())
+    );
+
+    // etcdctl resigns on SIGINT: no leader any more.
+    etcd_leader.signal(Signal::SIGINT);
+    let deadline = Instant::now() + PATIENCE;
+    while leader_value(false).0 != Some(5) {
+        assert!(
+            Instant::now() < deadline,
+            "etcdctl's leadership did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    listener.signal(Signal::SIGINT);
+    assert_eq!(listener.code(), 0, "stderr: {}", listener.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rwlock_readers_share_and_a_writer_waits_for_them() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("rw");
+    let reader = |n: &str| {
+        let mut cmd = coordctl(&etcd);
+        cmd.args(["rwlock", "--read", &name]);
+        Proc::spawn(n, cmd)
+    };
+    let mut r1 = reader("reader 1");
+    let mut r2 = reader("reader 2");
+    assert!(r1.line().starts_with(&format!("{name}/read/")));
+    assert!(r2.line().starts_with(&format!("{name}/read/")));
+
+    let mut cmd = coordctl(&etcd);
+    cmd.args([
+        "--timeout",
+        "300ms",
+        "rwlock",
+        "--write",
+        &name,
+        "--",
+        "true",
+    ]);
+    assert_eq!(Proc::spawn("writer (timeout)", cmd).code(), 3);
+
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["rwlock", "--write", &name, "--", "sh", "-c"])
+        .arg(r#"echo "$COORD_LOCK_KEY""#);
+    let mut writer = Proc::spawn("writer", cmd);
+    writer.silent_for(Duration::from_millis(300));
+    r1.signal(Signal::SIGINT);
+    assert_eq!(r1.code(), 0);
+    writer.silent_for(Duration::from_millis(200));
+    r2.signal(Signal::SIGINT);
+    assert_eq!(r2.code(), 0);
+    assert!(writer.line().starts_with(&format!("{name}/write/")));
+    assert_eq!(writer.code(), 0, "stderr: {}", writer.stderr());
+}
+
+#[test]
+fn an_unreachable_endpoint_fails_with_one_line_within_the_dial_timeout() {
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for command in [&["lock", "x"][..], &["elect", "x", "p"], &["leader", "x"]] {
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_coordctl"))
+            .args(["--endpoints", &format!("127.0.0.1:{port}")])
+            .args(["--dial-timeout", "1s"])
+            .args(command)
+            .output()
+            .expect("run coordctl");
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "{command:?}: exit {:?} after {took:?}: {stderr}",
+            out.status.code()
+        );
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        one_line(&stderr);
+        assert!(
+            stderr.starts_with("coordctl: cannot connect to etcd"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+        assert!(took < Duration::from_millis(1800), "took {took:?}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_coordctl"))
+            .args(args)
+            .output()
+            .expect("run coordctl")
+    };
+    assert_eq!(run(&["lock"]).status.code(), Some(2));
+    assert_eq!(run(&["rwlock", "x"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["--timeout", "soon", "lock", "x"]).status.code(),
+        Some(2)
+    );
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit codes:"));
+}
+
+/// `coordctl` on a server of its own (TLS, auth), with no ETCD_* settings from outside.
+fn coordctl_on(endpoints: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
+    for var in [
+        "ETCD_ENDPOINTS",
+        "ETCD_USER",
+        "ETCD_PASSWORD",
+        "ETCD_CACERT",
+        "ETCD_CERT",
+        "ETCD_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.arg("--endpoints").arg(endpoints.join(","));
+    cmd
+}
+
+fn output(mut cmd: Command) -> (Option<i32>, String, String) {
+    let out = cmd.output().expect("run coordctl");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate_from_flags_or_environment() {
+    let options = etcd_harness::EtcdOptions::new()
+        .with_generated_tls()
+        .with_client_cert_auth();
+    let Some(server) = etcd_harness::EtcdServer::start_or_skip_with(options).await else {
+        return;
+    };
+    let files = server.tls().expect("TLS files").clone();
+    let name = unique("tls");
+
+    let mut cmd = coordctl_on(&server.endpoints());
+    cmd.arg("--cacert")
+        .arg(&files.ca_cert)
+        .arg("--cert")
+        .arg(&files.client_cert)
+        .arg("--key")
+        .arg(&files.client_key)
+        .args(["lock", &name, "--", "sh", "-c", "echo $COORD_LOCK_KEY"]);
+    let (code, out, err) = output(cmd);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with(&format!("{name}/")), "{out}");
+
+    let mut cmd = coordctl_on(&[server.client_url()]);
+    cmd.env("ETCD_CACERT", &files.ca_cert)
+        .env("ETCD_CERT", &files.client_cert)
+        .env("ETCD_KEY", &files.client_key)
+        .args(["lock", &name, "--", "true"]);
+    let (code, _, err) = output(cmd);
+    assert_eq!(code, Some(0), "{err}");
+
+    // No client certificate: refused, in one line, with TLS's reason (seen once in a few runs
+    // instead: "operation was canceled", Unavailable, from coord-etcd's connect probe).
+    let mut cmd = coordctl_on(&server.endpoints());
+    cmd.arg("--cacert").arg(&files.ca_cert).args([
+        "--dial-timeout",
+        "2s",
+        "lock",
+        &name,
+        "--",
+        "true",
+    ]);
+    let (code, _, err) = output(cmd);
+    assert_eq!(code, Some(1), "{err}");
+    one_line(&err);
+    assert!(
+        err.contains("BadCertificate") || err.contains("could not reach etcd"),
+        "{err}"
+    );
+
+    // A certificate without its key is a usage error.
+    let mut cmd = coordctl_on(&server.endpoints());
+    cmd.arg("--cert")
+        .arg(&files.client_cert)
+        .args(["lock", &name, "--", "true"]);
+    let (code, _, err) = output(cmd);
+    assert_eq!(code, Some(2), "{err}");
+    one_line(&err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_with_user_and_password_from_flags_or_environment() {
+    let Some(server) = etcd_harness::EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let password = "coordctl-pw-7d1";
+    {
+        let mut client = server.client().await.expect("client");
+        client.user_add("root", password, None).await.unwrap();
+        client.role_add("root").await.unwrap();
+        client.user_grant_role("root", "root").await.unwrap();
+        client.auth_enable().await.unwrap();
+    }
+    let name = unique("auth");
+
+    let mut cmd = coordctl_on(&server.endpoints());
+    cmd.args([
+        "--user",
+        &format!("root:{password}"),
+        "lock",
+        &name,
+        "--",
+        "true",
+    ]);
+    let (code, _, err) = output(cmd);
+    assert_eq!(code, Some(0), "{err}");
+
+    let mut cmd = coordctl_on(&server.endpoints());
+    cmd.env("ETCD_USER", "root")
+        .env("ETCD_PASSWORD", password)
+        .args(["elect", "--timeout", "2s", &name, "p"]);
+    let mut leader = Proc::spawn("coordctl elect (auth)", cmd);
+    leader.line();
+    assert_eq!(leader.line(), "p");
+    leader.signal(Signal::SIGINT);
+    assert_eq!(leader.code(), 0, "{}", leader.stderr());
+
+    let mut cmd = coordctl_on(&server.endpoints());
+    cmd.args(["--user", "root:wrong", "leader", &name]);
+    let (code, _, err) = output(cmd);
+    assert_eq!(code, Some(1), "{err}");
+    one_line(&err);
+    assert!(
+        !err.contains("wrong"),
+        "the password must not be shown: {err}"
+    );
+
+    let mut cmd = coordctl_on(&server.endpoints());
+    cmd.args(["leader", &name]);
+    let (code, _, err) = output(cmd);
+    assert_eq!(code, Some(1), "no credentials: {err}");
+    one_line(&err);
+}
