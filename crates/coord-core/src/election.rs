@@ -1,6 +1,9 @@
 //! Leader election, wire-compatible with etcd's Go `concurrency.Election`.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::backend::{Backend, DynBackend};
 
 use crate::error::{Error, Result};
 use crate::kv::{KeyValue, PutRequest, RangeRequest, Revision};
@@ -91,33 +94,33 @@ impl Election {
     /// The current leader's key-value (key, proposal, create revision = its term's token), or
     /// [`Error::NoLeader`].
     pub async fn leader(&self) -> Result<KeyValue> {
-        let resp = self
-            .session
-            .backend()
-            .range(RangeRequest::first_created(self.queue.watch_prefix.clone()))
-            .await?;
-        resp.kvs.into_iter().next().ok_or(Error::NoLeader)
+        self.observer().leader().await
     }
 
     /// A stream of leaders: the current one (or `None`), then every change. See
     /// [`LeaderStream`].
     pub fn observe(&self) -> LeaderStream {
-        LeaderStream::start(
-            self.session.backend().clone(),
-            self.queue.watch_prefix.clone(),
-        )
+        self.observer().observe()
+    }
+
+    fn observer(&self) -> ElectionObserver {
+        ElectionObserver {
+            backend: self.session.backend().clone(),
+            prefix: self.queue.watch_prefix.clone(),
+        }
     }
 
     /// Takes back a leadership this session already holds, from its key and create revision
     /// (e.g. kept by a process that restarted with the same lease). [`Error::NotLeader`] unless
     /// that key exists with that revision on this session's lease and leads the election.
+    /// [`Error::Locked`] when this same session still has a live [`Leadership`] or a pending
+    /// campaign on the name (use that one; resuming would make a second handle to one key).
     pub async fn resume(&self, key: impl Into<Vec<u8>>, rev: Revision) -> Result<Leadership> {
         let key = key.into();
         self.session.check_usable()?;
         if key != self.key {
             return Err(Error::NotLeader);
         }
-        let permit = self.session.local_lock(&self.key).lock_owned().await;
         let resp = self
             .session
             .backend()
@@ -127,22 +130,59 @@ impl Election {
             Some(kv)
                 if kv.key == key
                     && kv.create_revision == rev
-                    && kv.lease == self.session.lease() =>
-            {
-                let mut held = HeldKey::new(
-                    self.session.clone(),
-                    key,
-                    self.queue.watch_prefix.clone(),
-                    Some(permit),
-                );
-                held.rev = rev;
-                Ok(Leadership {
-                    held,
-                    revision: resp.header_revision,
-                })
-            }
-            _ => Err(Error::NotLeader),
+                    && kv.lease == self.session.lease() => {}
+            _ => return Err(Error::NotLeader),
         }
+        // Not `lock_owned().await`: that would wait for ever behind this session's own
+        // leadership of the name.
+        let permit = self
+            .session
+            .local_lock(&self.key)
+            .try_lock_owned()
+            .map_err(|_| Error::Locked)?;
+        let mut held = HeldKey::new(
+            self.session.clone(),
+            key,
+            self.queue.watch_prefix.clone(),
+            Some(permit),
+        );
+        held.rev = rev;
+        Ok(Leadership {
+            held,
+            revision: resp.header_revision,
+        })
+    }
+}
+
+/// Read-only access to an election, without a session (and so without a lease): for tools and
+/// clients that only watch who leads.
+#[derive(Debug, Clone)]
+pub struct ElectionObserver {
+    backend: DynBackend,
+    prefix: Vec<u8>,
+}
+
+impl ElectionObserver {
+    /// An observer of the election named `name` on `backend`.
+    pub fn new(backend: impl Backend, name: impl AsRef<[u8]>) -> Result<ElectionObserver> {
+        Ok(ElectionObserver {
+            backend: Arc::new(backend),
+            prefix: name_prefix(name.as_ref())?,
+        })
+    }
+
+    /// The current leader's key-value, or [`Error::NoLeader`].
+    pub async fn leader(&self) -> Result<KeyValue> {
+        let resp = self
+            .backend
+            .range(RangeRequest::first_created(self.prefix.clone()))
+            .await?;
+        resp.kvs.into_iter().next().ok_or(Error::NoLeader)
+    }
+
+    /// A stream of leaders: the current one (or `None`), then every change.
+    pub fn observe(&self) -> LeaderStream {
+        LeaderStream::start(self.backend.clone(), self.prefix.clone())
     }
 }
 

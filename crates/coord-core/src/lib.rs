@@ -50,7 +50,7 @@ mod watcher;
 
 pub use backend::{Backend, BackendLimits, DynBackend};
 pub use counting::{CallCounts, Counting};
-pub use election::{Election, Leadership};
+pub use election::{Election, ElectionObserver, Leadership};
 pub use error::{BoxError, Error, Result};
 pub use fencing::{Fence, StaleToken};
 pub use guard::{LockGuard, LockKind};

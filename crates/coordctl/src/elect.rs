@@ -1,6 +1,6 @@
 //! `coordctl elect` and `coordctl leader`.
 
-use coord_core::{Election, Error, Session};
+use coord_core::{Election, ElectionObserver, Error, Session};
 use futures::StreamExt;
 
 use crate::cli::Global;
@@ -112,50 +112,45 @@ async fn lead(
 }
 
 /// Prints the leader's key and value at the start and at every change, until a stop signal.
+/// Read-only: it needs no session, so it writes nothing (not even a lease).
 pub async fn listen(global: &Global, signals: &mut Signals, name: &str) -> Result<i32, Failure> {
-    with_session!(global, signals, |session| {
-        let election = Election::new(&session, name)
-            .map_err(|e| Failure::coord(format!("election {name}"), &e))?;
-        let mut leaders = election.observe();
-        loop {
-            tokio::select! {
-                item = leaders.next() => match item {
-                    // As `etcdctl elect -l`: nothing while there is no leader.
-                    Some(Ok(observation)) => {
-                        if let Some(leader) = observation.leader {
-                            print_lines(&[&leader.key, &leader.value])?;
-                        }
+    let observer = observer(global, name).await?;
+    let mut leaders = observer.observe();
+    loop {
+        tokio::select! {
+            item = leaders.next() => match item {
+                // As `etcdctl elect -l`: nothing while there is no leader.
+                Some(Ok(observation)) => {
+                    if let Some(leader) = observation.leader {
+                        print_lines(&[&leader.key, &leader.value])?;
                     }
-                    Some(Err(e)) => break Err(Failure::coord(format!("observing election {name}"), &e)),
-                    None => break Err(Failure::new(ERROR, format!("observing election {name}: the stream ended"))),
-                },
-                _ = signals.recv() => break Ok(OK),
-            }
+                }
+                Some(Err(e)) => break Err(Failure::coord(format!("observing election {name}"), &e)),
+                None => break Err(Failure::new(ERROR, format!("observing election {name}: the stream ended"))),
+            },
+            _ = signals.recv() => break Ok(OK),
         }
-    })
+    }
 }
 
-/// Prints the current leader's value (and key first with `with_key`).
-pub async fn leader(
-    global: &Global,
-    signals: &mut Signals,
-    name: &str,
-    with_key: bool,
-) -> Result<i32, Failure> {
-    with_session!(global, signals, |session| {
-        let election = Election::new(&session, name)
-            .map_err(|e| Failure::coord(format!("election {name}"), &e))?;
-        match election.leader().await {
-            Ok(kv) if with_key => print_lines(&[&kv.key, &kv.value]).map(|()| OK),
-            Ok(kv) => print_lines(&[&kv.value]).map(|()| OK),
-            Err(Error::NoLeader) => Err(Failure::new(
-                NO_LEADER,
-                format!("election {name} has no leader"),
-            )),
-            Err(e) => Err(Failure::coord(
-                format!("cannot read the leader of election {name}"),
-                &e,
-            )),
-        }
-    })
+/// Prints the current leader's value (and key first with `with_key`). Read-only, no session.
+pub async fn leader(global: &Global, name: &str, with_key: bool) -> Result<i32, Failure> {
+    let observer = observer(global, name).await?;
+    match observer.leader().await {
+        Ok(kv) if with_key => print_lines(&[&kv.key, &kv.value]).map(|()| OK),
+        Ok(kv) => print_lines(&[&kv.value]).map(|()| OK),
+        Err(Error::NoLeader) => Err(Failure::new(
+            NO_LEADER,
+            format!("election {name} has no leader"),
+        )),
+        Err(e) => Err(Failure::coord(
+            format!("cannot read the leader of election {name}"),
+            &e,
+        )),
+    }
+}
+
+async fn observer(global: &Global, name: &str) -> Result<ElectionObserver, Failure> {
+    let backend = crate::connect::connect(global).await?;
+    ElectionObserver::new(backend, name).map_err(|e| Failure::coord(format!("election {name}"), &e))
 }
