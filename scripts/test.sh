@@ -76,4 +76,4 @@ fi
 export ETCD_ENDPOINTS="127.0.0.1:$client_port"
 echo "test.sh: etcd $(etcd --version | head -1 | awk '{print $3}') on $ETCD_ENDPOINTS (pid $etcd_pid)" >&2
 
-cargo test --workspace --all-features --locked "$@"
+cargo test --workspace --all-features --locked --no-fail-fast "$@"

@@ -287,7 +287,9 @@ impl<B: Backend> Backend for Counting<B> {
         self.counters.bump(WATCH);
         let stream = self.inner.watch(req).await?;
         let counters = self.counters.clone();
-        Ok(Box::pin(stream.inspect(move |_| counters.bump(WATCH_EVENTS))))
+        Ok(Box::pin(
+            stream.inspect(move |_| counters.bump(WATCH_EVENTS)),
+        ))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, OwnedMutexGuard};
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::kv::{KeyValue, PutRequest, RangeRequest, Revision, SortOrder, SortTarget};
 use crate::session::Session;
-use crate::txn::{Compare, CompareOp, Txn, TxnOp};
+use crate::txn::{Compare, CompareOp, Txn, TxnOp, TxnResponse};
 use crate::watcher::Notice;
 
 /// Where a contender's predecessors live.
@@ -39,6 +40,8 @@ pub(crate) struct HeldKey {
     pub permit: Option<OwnedMutexGuard<()>>,
     /// The prefix the session watches for this key's queue.
     watch_prefix: Vec<u8>,
+    /// The transaction writing the key, while its answer is awaited (see `write_txn`).
+    in_flight: Option<JoinHandle<Result<TxnResponse>>>,
     armed: bool,
 }
 
@@ -64,7 +67,30 @@ impl HeldKey {
             rev: 0,
             permit,
             watch_prefix,
+            in_flight: None,
             armed: true,
+        }
+    }
+
+    /// Runs the transaction that writes this key as a task of its own, so that dropping the
+    /// acquire future does not cut it off mid-flight. A store may still apply a write whose
+    /// caller gave up; a cleanup delete sent meanwhile can be applied *before* it and leave the
+    /// key behind until the lease expires, holding up everyone queued after it. So the cleanup
+    /// (in `Drop`) first waits for this transaction's outcome, then deletes what it wrote.
+    async fn write_txn(&mut self, txn: Txn) -> Result<TxnResponse> {
+        let backend = self.session.backend().clone();
+        let task = self
+            .session
+            .runtime()
+            .spawn(async move { backend.txn(txn).await });
+        let result = self.in_flight.insert(task).await;
+        self.in_flight = None;
+        match result {
+            Ok(r) => r,
+            Err(e) if e.is_cancelled() => Err(Error::Cancelled),
+            Err(e) => Err(Error::Backend {
+                source: Box::new(e),
+            }),
         }
     }
 
@@ -155,9 +181,25 @@ impl Drop for HeldKey {
         }
         let session = self.session.clone();
         let key = self.key.clone();
-        let rev = self.rev;
+        let mut rev = self.rev;
         let permit = self.permit.take();
+        let in_flight = self.in_flight.take();
         session.clone().runtime().spawn(async move {
+            // The acquire was cancelled while its write was in flight: learn what it wrote
+            // before deleting, so the delete cannot overtake it. (Unknown outcome: delete the
+            // key whatever its revision; it is this session's alone.)
+            if let Some(task) = in_flight {
+                if let Ok(Ok(resp)) = task.await {
+                    rev = if resp.succeeded {
+                        resp.header_revision
+                    } else {
+                        resp.range(0)
+                            .ok()
+                            .and_then(|r| r.kvs.first().map(|kv| kv.create_revision))
+                            .unwrap_or(0)
+                    };
+                }
+            }
             let mut backoff = Duration::from_millis(50);
             // Retry until the delete lands or the lease (and so the key) is gone anyway.
             while !session.is_lost() {
@@ -246,9 +288,8 @@ impl Queue {
                 TxnOp::Range(newest),
             ])
             .or_else([TxnOp::Range(RangeRequest::key(key.clone()))]);
-        let resp = session
-            .backend()
-            .txn(txn)
+        let resp = held
+            .write_txn(txn)
             .await
             .map_err(|e| session.lease_error(e))?;
         if !resp.succeeded {
