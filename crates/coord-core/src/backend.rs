@@ -74,7 +74,8 @@ impl Default for BackendLimits {
 ///   An unknown lease is [`Error::LeaseNotFound`], also when a put names it.
 /// - **Watch** a range from a start revision: every event with revision >= start, in order, none
 ///   missed, none repeated. When [`Backend::watch`] returns, the watch is registered: with start
-///   `0` every change after that moment is delivered. A start revision below the compaction
+///   `0` every change after that moment is delivered (on a cluster, a member that lags may also
+///   deliver changes from just before it). A start revision below the compaction
 ///   point yields [`Error::Compacted`], never silence: either from `watch` itself or as the
 ///   stream's first item (etcd confirms the watch, then cancels it), so callers handle both.
 ///   A broken watch ends its stream with an error; it never stops silently.

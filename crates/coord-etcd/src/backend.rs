@@ -652,6 +652,17 @@ impl Backend for EtcdBackend {
     }
 
     async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        // etcd 3.4 answers LeaseLeases from the member's own state, which on a follower can lag
+        // behind grants and revokes already acknowledged. A linearizable read first makes the
+        // member catch up to the leader's commit index.
+        let barrier = || {
+            let mut kv = self.inner.kv.clone();
+            async move {
+                kv.get(vec![0u8], Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        };
+        self.call("lease_list", 0, barrier).await?;
         let rpc = || {
             let mut lease = self.inner.lease.clone();
             async move { lease.leases().await }
