@@ -246,10 +246,32 @@ pub(crate) struct Enqueued {
 pub(crate) enum Ahead {
     /// Nobody: I am first.
     Nobody,
-    /// This key.
-    Key(KeyValue),
+    /// This key; `only` when no other key is ahead of me. Keys ahead of me can only go (a key
+    /// created later is behind me), so once the only one is deleted, my turn has come.
+    Key { kv: KeyValue, only: bool },
     /// Not known yet (adopted key): read it.
     Unknown,
+}
+
+impl Ahead {
+    /// From up to two keys ahead, newest first.
+    fn from_newest<'a>(mut newest: impl Iterator<Item = &'a KeyValue>) -> Ahead {
+        match newest.next() {
+            None => Ahead::Nobody,
+            Some(kv) => Ahead::Key {
+                kv: kv.clone(),
+                only: newest.next().is_none(),
+            },
+        }
+    }
+}
+
+/// Why a waiter woke up.
+enum Wake {
+    /// The key it waited for was deleted at this revision.
+    Deleted(Revision),
+    /// Notices may have been missed: read again.
+    Recheck,
 }
 
 impl Queue {
@@ -272,12 +294,12 @@ impl Queue {
     ) -> Result<Enqueued> {
         let session = held.session.clone();
         let key = held.key.to_vec();
-        // Newest two of ahead_prefix: me and the one before me when I share the prefix, else
-        // the newest one of them, who must be ahead of me.
+        // The newest keys of ahead_prefix: every one but mine is ahead of me, since mine is
+        // the newest. Two of them tell the key just ahead and whether it is the only one.
         let shares_prefix = key.starts_with(&self.ahead_prefix);
         let newest = RangeRequest::prefix(self.ahead_prefix.clone())
             .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(if shares_prefix { 2 } else { 1 })
+            .with_limit(if shares_prefix { 3 } else { 2 })
             .with_keys_only();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -314,16 +336,16 @@ impl Queue {
             });
         }
         held.rev = resp.header_revision;
+        let rev = held.rev;
         let ahead = resp
             .range(1)?
             .kvs
             .iter()
-            .find(|kv| kv.key != key && kv.create_revision < held.rev)
-            .cloned();
+            .filter(|kv| kv.key != key && kv.create_revision < rev);
         Ok(Enqueued {
             adopted: None,
             revision: resp.header_revision,
-            ahead: ahead.map_or(Ahead::Nobody, Ahead::Key),
+            ahead: Ahead::from_newest(ahead),
         })
     }
 
@@ -363,16 +385,16 @@ impl Queue {
     pub(crate) async fn is_blocked(&self, held: &HeldKey, enqueued: &Enqueued) -> Result<bool> {
         Ok(match &enqueued.ahead {
             Ahead::Nobody => false,
-            Ahead::Key(_) => true,
-            Ahead::Unknown => self.reread(held).await?.1.is_some(),
+            Ahead::Key { .. } => true,
+            Ahead::Unknown => !matches!(self.reread(held).await?.1, Ahead::Nobody),
         })
     }
 
     /// One read: does my key still exist, and which key is just ahead of it now?
-    async fn reread(&self, held: &HeldKey) -> Result<(Revision, Option<KeyValue>)> {
+    async fn reread(&self, held: &HeldKey) -> Result<(Revision, Ahead)> {
         let ahead = RangeRequest::prefix(self.ahead_prefix.clone())
             .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(1)
+            .with_limit(2)
             .with_max_create_revision(held.rev - 1)
             .with_keys_only();
         let txn = Txn::new().and_then([
@@ -385,7 +407,10 @@ impl Queue {
             // SessionExpired, or SessionClosed when close() revoked the lease.
             return Err(held.session.ended_error());
         }
-        Ok((resp.header_revision, resp.range(1)?.kvs.first().cloned()))
+        Ok((
+            resp.header_revision,
+            Ahead::from_newest(resp.range(1)?.kvs.iter()),
+        ))
     }
 
     /// Waits until no key of `ahead_prefix` older than mine is left. Returns the revision at
@@ -400,26 +425,28 @@ impl Queue {
         enqueued: Enqueued,
     ) -> Result<Revision> {
         let (mut after, mut ahead) = match enqueued.ahead {
-            Ahead::Nobody => return Ok(enqueued.revision),
-            Ahead::Key(kv) => (enqueued.revision, kv),
-            Ahead::Unknown => match self.reread(held).await? {
-                (rev, None) => return Ok(rev),
-                (rev, Some(kv)) => (rev, kv),
-            },
+            Ahead::Unknown => self.reread(held).await?,
+            known => (enqueued.revision, known),
         };
         loop {
+            let (kv, only) = match ahead {
+                Ahead::Nobody => return Ok(after),
+                Ahead::Key { kv, only } => (kv, only),
+                Ahead::Unknown => unreachable!("a read always knows who is ahead"),
+            };
             tracing::trace!(
-                waiting_on = %String::from_utf8_lossy(&ahead.key),
+                waiting_on = %String::from_utf8_lossy(&kv.key),
                 after,
+                only,
                 "waiting for the key ahead"
             );
-            self.wait_delete(held, notices, &ahead.key, after).await?;
-            match self.reread(held).await? {
-                (rev, None) => return Ok(rev),
-                (rev, Some(kv)) => {
-                    after = rev;
-                    ahead = kv;
+            match self.wait_delete(held, notices, &kv.key, after).await? {
+                // No read needed: nobody else is ahead, and my own key's delete would have come
+                // first (notices arrive in revision order).
+                Wake::Deleted(revision) if only && !mine_deleted_at(held, notices, revision) => {
+                    return Ok(revision)
                 }
+                _ => (after, ahead) = self.reread(held).await?,
             }
         }
     }
@@ -431,25 +458,46 @@ impl Queue {
         notices: &mut broadcast::Receiver<Notice>,
         target: &[u8],
         after: Revision,
-    ) -> Result<()> {
+    ) -> Result<Wake> {
         loop {
             tokio::select! {
                 biased;
                 notice = notices.recv() => match notice {
                     Ok(Notice::Deleted { key, revision }) if revision > after => {
                         if *key == *target {
-                            return Ok(());
+                            return Ok(Wake::Deleted(revision));
                         }
                         if key == held.key && revision > held.rev {
                             return Err(held.session.ended_error());
                         }
                     }
                     Ok(Notice::Deleted { .. }) => {}
-                    Ok(Notice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                    Ok(Notice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return Ok(Wake::Recheck),
                     Err(broadcast::error::RecvError::Closed) => return Err(held.session.ended_error()),
                 },
                 _ = held.session.lost() => return Err(held.session.ended_error()),
             }
+        }
+    }
+}
+
+/// Whether my own key was deleted in the same revision as the key ahead (one transaction or
+/// prefix delete removing both), among the notices already delivered. When in doubt (missed
+/// notices), says yes so that the caller reads instead of trusting the notices.
+fn mine_deleted_at(
+    held: &HeldKey,
+    notices: &mut broadcast::Receiver<Notice>,
+    revision: Revision,
+) -> bool {
+    loop {
+        match notices.try_recv() {
+            Ok(Notice::Deleted { key, revision: r }) if r == revision && key == held.key => {
+                return true
+            }
+            Ok(Notice::Deleted { revision: r, .. }) if r > revision => return false,
+            Ok(Notice::Deleted { .. }) => {}
+            Err(broadcast::error::TryRecvError::Empty) => return false,
+            Ok(Notice::Resync) | Err(_) => return true,
         }
     }
 }
