@@ -20,11 +20,12 @@
 //! Works with `etcdctl elect election-demo VALUE` and `etcdctl elect -l election-demo` too: the
 //! keys are laid out as etcd's Go `concurrency` package lays them out.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Instant;
 
 use clap::Parser;
-use coord::etcd::EtcdConfig;
-use coord::{Election, Error, Leadership, Revision, Session};
+use coord::{Election, Error, Leadership, Revision};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
@@ -87,7 +88,7 @@ async fn main() {
         start: Instant::now(),
         id: args.id.clone(),
     };
-    let session = match connect(&args).await {
+    let session = match common::connect(&args.endpoints, args.dial_timeout, args.ttl).await {
         Ok(session) => session,
         Err(message) => {
             eprintln!("election: {message}");
@@ -238,27 +239,6 @@ async fn main() {
     // Revokes the lease: whatever this node still had on the election is gone now.
     if let Err(e) = session.close().await {
         eprintln!("election: closing the session: {e}");
-    }
-}
-
-/// Reaches etcd within the dial timeout and opens a session, or says why not in one line.
-async fn connect(args: &Args) -> Result<Session, String> {
-    let dial = Duration::from_secs_f64(args.dial_timeout);
-    let backend = EtcdConfig::new(args.endpoints.iter().cloned())
-        .with_connect_timeout(dial)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to etcd: {}", reason(&e)))?;
-    Session::new(backend, args.ttl)
-        .await
-        .map_err(|e| format!("cannot start a session: {}", reason(&e)))
-}
-
-/// The error and its first cause, e.g. "backend unavailable: could not reach etcd at …".
-fn reason(e: &Error) -> String {
-    match std::error::Error::source(e) {
-        Some(source) => format!("{e}: {source}"),
-        None => e.to_string(),
     }
 }
 

@@ -13,10 +13,11 @@
 //!
 //! The lock is shared with `etcdctl lock lock-demo` and Go's `concurrency.Mutex`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use coord::etcd::EtcdConfig;
 use coord::{Error, LockGuard, Mutex, RangeRequest, Session};
 use rand::Rng;
 
@@ -69,7 +70,7 @@ async fn main() {
     let start = Instant::now();
     let say = |what: String| println!("{:>8.3}s  {what}", start.elapsed().as_secs_f64());
 
-    let session = match connect(&args).await {
+    let session = match common::connect(&args.endpoints, args.dial_timeout, args.ttl).await {
         Ok(session) => session,
         Err(message) => {
             eprintln!("lock: {message}");
@@ -258,26 +259,5 @@ async fn describe(session: &Session, key: &[u8]) -> String {
             None => format!("key {name} absent, store at revision {}", r.header_revision),
         },
         Err(e) => format!("key {name}: cannot read: {e}"),
-    }
-}
-
-/// Reaches etcd within the dial timeout and opens a session, or says why not in one line.
-async fn connect(args: &Args) -> Result<Session, String> {
-    let dial = Duration::from_secs_f64(args.dial_timeout);
-    let backend = EtcdConfig::new(args.endpoints.iter().cloned())
-        .with_connect_timeout(dial)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to etcd: {}", reason(&e)))?;
-    Session::new(backend, args.ttl)
-        .await
-        .map_err(|e| format!("cannot start a session: {}", reason(&e)))
-}
-
-/// The error and its first cause, e.g. "backend unavailable: could not reach etcd at …".
-fn reason(e: &Error) -> String {
-    match std::error::Error::source(e) {
-        Some(source) => format!("{e}: {source}"),
-        None => e.to_string(),
     }
 }

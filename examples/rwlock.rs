@@ -11,13 +11,14 @@
 //! served, so neither side starves). Several letters on a line (`rrwr`) start several holders.
 //! `q`, Ctrl-C or the end of input: release everything and exit.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use coord::etcd::EtcdConfig;
-use coord::{Error, LockKind, RwLock, Session};
+use coord::{LockKind, RwLock};
 use rand::Rng;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinSet;
@@ -85,7 +86,7 @@ impl Holding {
 async fn main() {
     let args = Args::parse();
     let say = Say(Instant::now());
-    let session = match connect(&args).await {
+    let session = match common::connect(&args.endpoints, args.dial_timeout, args.ttl).await {
         Ok(session) => session,
         Err(message) => {
             eprintln!("rwlock: {message}");
@@ -211,26 +212,5 @@ async fn hold_for(
             holding.describe()
         )),
         Err(e) => say.say(format!("#{n} release: {e}")),
-    }
-}
-
-/// Reaches etcd within the dial timeout and opens a session, or says why not in one line.
-async fn connect(args: &Args) -> Result<Session, String> {
-    let dial = Duration::from_secs_f64(args.dial_timeout);
-    let backend = EtcdConfig::new(args.endpoints.iter().cloned())
-        .with_connect_timeout(dial)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to etcd: {}", reason(&e)))?;
-    Session::new(backend, args.ttl)
-        .await
-        .map_err(|e| format!("cannot start a session: {}", reason(&e)))
-}
-
-/// The error and its first cause, e.g. "backend unavailable: could not reach etcd at …".
-fn reason(e: &Error) -> String {
-    match std::error::Error::source(e) {
-        Some(source) => format!("{e}: {source}"),
-        None => e.to_string(),
     }
 }
