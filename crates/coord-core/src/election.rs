@@ -61,12 +61,12 @@ impl Election {
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
         let value = value.into();
         check_value(&self.session, &self.key, &value)?;
-        let (held, mut notices, enqueued) = self
+        let (held, notices, enqueued) = self
             .queue
             .join(&self.session, self.key.clone(), &value, true, true)
             .await?;
         let adopted_stale = matches!(&enqueued.adopted, Some(kv) if kv.value != value);
-        let revision = self.queue.wait_turn(&held, &mut notices, enqueued).await?;
+        let revision = self.queue.wait_turn(&held, notices, enqueued).await?;
         let leadership = Leadership { held, revision };
         if adopted_stale {
             leadership.proclaim(value).await?;

@@ -8,10 +8,14 @@
 //! # How waiting works
 //!
 //! Each contender writes one key on its [`Session`]'s lease and learns, in the same
-//! transaction, which key is just ahead of it. It then waits for that key's delete, delivered
-//! by one delete-only watch per name that the session registered before its first acquire.
-//! A release makes only the next contender issue any call, and no waiter is ever left on a
-//! watch the store must catch up on. The cost: every session watching a name receives each
+//! transaction, which key is just ahead of it (and whether it is the only one). It then waits
+//! for that key's delete, delivered by one delete-only watch per name that the session
+//! registers on its first contended acquire of that name and keeps: later acquires subscribe to
+//! it before their transaction, so no release is missed, and no waiter is ever left on a watch
+//! the store must catch up on. When the key ahead was the only one, its delete *is* the
+//! handoff: the next holder learns it holds the lock without a further call. Otherwise a
+//! release makes only the next contender issue one read (herd-free in calls). An acquire that
+//! never waits opens no watch at all. The cost: every session watching a name receives each
 //! release event of that name (small, filtered in-process); with thousands of sessions waiting
 //! on one name, measure.
 //!

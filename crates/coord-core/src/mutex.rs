@@ -49,8 +49,8 @@ impl Mutex {
     /// lease TTL is the backstop), so nobody waits behind an abandoned attempt. Wrap it in
     /// [`tokio::time::timeout`] or use [`Mutex::lock_timeout`] for a deadline.
     pub async fn lock(&self) -> Result<LockGuard> {
-        let (held, mut notices, enqueued) = self.join(true).await?;
-        let revision = self.queue.wait_turn(&held, &mut notices, enqueued).await?;
+        let (held, notices, enqueued) = self.join(true).await?;
+        let revision = self.queue.wait_turn(&held, notices, enqueued).await?;
         Ok(LockGuard::new(held, revision, LockKind::Mutex))
     }
 
@@ -87,7 +87,7 @@ impl Mutex {
         wait: bool,
     ) -> Result<(
         HeldKey,
-        tokio::sync::broadcast::Receiver<crate::watcher::Notice>,
+        Option<tokio::sync::broadcast::Receiver<crate::watcher::Notice>>,
         crate::queue::Enqueued,
     )> {
         self.queue

@@ -361,7 +361,7 @@ impl Queue {
         value: &[u8],
         shared_key: bool,
         wait: bool,
-    ) -> Result<(HeldKey, broadcast::Receiver<Notice>, Enqueued)> {
+    ) -> Result<(HeldKey, Option<broadcast::Receiver<Notice>>, Enqueued)> {
         session.check_usable()?;
         let permit = match (shared_key, wait) {
             (true, true) => Some(session.local_lock(&key).lock_owned().await),
@@ -375,8 +375,13 @@ impl Queue {
         };
         session.check_usable()?;
         let mut held = HeldKey::new(session.clone(), key, self.watch_prefix.clone(), permit);
-        // Subscribe before the transaction, so every release after it is seen.
-        let notices = session.prefix_watch(&self.watch_prefix).await?.subscribe();
+        // Subscribe before the transaction, so every release after it is seen. Without a watch
+        // yet, none is opened: an uncontended acquire needs none (and every watched release
+        // costs the store and this client work); `wait_turn` opens it on first contention.
+        let notices = session
+            .running_prefix_watch(&self.watch_prefix)
+            .await
+            .map(|w| w.subscribe());
         let enqueued = self.enqueue(&mut held, value, !shared_key).await?;
         Ok((held, notices, enqueued))
     }
@@ -421,13 +426,27 @@ impl Queue {
     pub(crate) async fn wait_turn(
         &self,
         held: &HeldKey,
-        notices: &mut broadcast::Receiver<Notice>,
+        notices: Option<broadcast::Receiver<Notice>>,
         enqueued: Enqueued,
     ) -> Result<Revision> {
-        let (mut after, mut ahead) = match enqueued.ahead {
-            Ahead::Unknown => self.reread(held).await?,
-            known => (enqueued.revision, known),
+        if let Ahead::Nobody = enqueued.ahead {
+            return Ok(enqueued.revision);
+        }
+        let (mut notices, (mut after, mut ahead)) = match notices {
+            Some(n) => match enqueued.ahead {
+                Ahead::Unknown => (n, self.reread(held).await?),
+                known => (n, (enqueued.revision, known)),
+            },
+            // First contention on this name in this session: register the watch, then read,
+            // so that every delete after the read is seen.
+            None => {
+                let n = while_queued(held, || held.session.prefix_watch(&self.watch_prefix))
+                    .await?
+                    .subscribe();
+                (n, while_queued(held, || self.reread(held)).await?)
+            }
         };
+        let notices = &mut notices;
         loop {
             let (kv, only) = match ahead {
                 Ahead::Nobody => return Ok(after),
@@ -446,7 +465,7 @@ impl Queue {
                 Wake::Deleted(revision) if only && !mine_deleted_at(held, notices, revision) => {
                     return Ok(revision)
                 }
-                _ => (after, ahead) = self.reread(held).await?,
+                _ => (after, ahead) = while_queued(held, || self.reread(held)).await?,
             }
         }
     }
@@ -498,6 +517,31 @@ fn mine_deleted_at(
             Ok(Notice::Deleted { .. }) => {}
             Err(broadcast::error::TryRecvError::Empty) => return false,
             Ok(Notice::Resync) | Err(_) => return true,
+        }
+    }
+}
+
+/// Runs a call made while queued, retrying transient failures (store unreachable, restarting,
+/// electing a raft leader) while the session lives: a waiter keeps its place in the queue
+/// through a blip instead of failing and losing it. The caller's deadline (a timeout around the
+/// acquire) still bounds the whole wait; a lost session ends it with its error.
+async fn while_queued<T, F, Fut>(held: &HeldKey, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match call().await {
+            Err(e) if e.is_retryable() && !held.session.is_lost() => {
+                tracing::debug!(error = %e, "call while queued failed; retrying");
+                tokio::select! {
+                    _ = held.session.lost() => return Err(held.session.ended_error()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
         }
     }
 }

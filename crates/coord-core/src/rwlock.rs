@@ -107,10 +107,9 @@ impl RwLock {
             )
             .as_bytes(),
         );
-        let (held, mut notices, enqueued) =
-            queue.join(&self.session, key, b"", false, wait).await?;
+        let (held, notices, enqueued) = queue.join(&self.session, key, b"", false, wait).await?;
         if wait {
-            let revision = queue.wait_turn(&held, &mut notices, enqueued).await?;
+            let revision = queue.wait_turn(&held, notices, enqueued).await?;
             return Ok(LockGuard::new(held, revision, kind));
         }
         if queue.is_blocked(&held, &enqueued).await? {

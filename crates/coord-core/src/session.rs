@@ -31,7 +31,7 @@ pub const DEFAULT_TTL: i64 = 60;
 /// [`Session::close`] revokes it at once; dropping the last handle without closing stops the
 /// keep-alives and revokes the lease in the background (the TTL is the backstop).
 ///
-/// Each session also keeps one delete-only watch per lock or election name it has used, to
+/// Each session also keeps one delete-only watch per lock or election name it has waited on, to
 /// learn of releases without polling (see the crate docs). Every session watching a name
 /// receives each release event of that name, filtered in-process.
 #[derive(Clone)]
@@ -244,6 +244,12 @@ impl Session {
 
     pub(crate) fn runtime(&self) -> &Handle {
         &self.inner.runtime
+    }
+
+    /// The session's delete-only watch on `prefix`, if it is registered and running.
+    pub(crate) async fn running_prefix_watch(&self, prefix: &[u8]) -> Option<Arc<PrefixWatch>> {
+        let watches = self.inner.watches.lock().await;
+        watches.get(prefix).filter(|w| w.is_running()).cloned()
     }
 
     /// The session's delete-only watch on `prefix`, registered on first use.
