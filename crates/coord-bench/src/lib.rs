@@ -1,0 +1,18 @@
+//! Benchmarks of `coord` on etcd and on coord-mem, compared in the same run with two anchors:
+//! etcd's Go `concurrency` package and `etcd-client`'s server-side lock.
+//!
+//! - `coord-bench` (binary): runs scenarios, prints one JSON line per scenario with the
+//!   anchors' fields (`scenario`, `ops`, `seconds`, `ops_per_s`, `p50_ms`, `p99_ms`) and an
+//!   `extra` object (calls per operation, violations, …). See `coord-bench --help`.
+//! - `coord-bench-report` (binary): turns the raw results of `scripts/bench.sh` into
+//!   `BENCHMARKS.md` and a latency plot.
+//!
+//! The library holds what both binaries and the tests share.
+#![deny(missing_docs)]
+
+pub mod alloc;
+pub mod crash;
+pub mod report;
+pub mod scenarios;
+pub mod stats;
+pub mod timeline;

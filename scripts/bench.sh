@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Runs coord's benchmarks against the anchors on one etcd and rewrites BENCHMARKS.md.
+#
+# What it does:
+#  1. installs what is missing (Debian: etcd-server, etcd-client, protobuf-compiler, golang-go,
+#     golang-etcd-server-dev — the Go anchor builds against Debian's packaged etcd 3.4 sources);
+#  2. starts ONE etcd on a free 127.0.0.1 port with a temporary data dir (stopped by pid at exit);
+#  3. builds the anchors from ../shared/anchors into target/anchors (shared/ is only read: the
+#     Rust anchor is copied to target/anchors/src first, so its Cargo.lock is written there),
+#     bench/go-latency (our Go program that dumps Go's raw latencies) into target/go-latency,
+#     and coord-bench with the release profile;
+#  4. runs, for BENCH_ROUNDS rounds, ours, the Go anchor and the etcd-client anchor ALTERNATELY
+#     (the order rotates each round) on that etcd, then go-latency, the mutex_contended sweep
+#     (2 and 32 sessions; 8 is in the main runs) for ours and Go, and coord-mem's scenarios;
+#     each scenario runs as its own process, and the CPU time of etcd (/proc/<pid>/stat) and of
+#     the process (`times`) over it goes to cpu.tsv;
+#  5. writes the raw results to bench-results/latest/ (committed, so BENCHMARKS.md can be
+#     checked) and runs coord-bench-report, which rewrites BENCHMARKS.md and the plot.
+#
+# Settings (environment): BENCH_ROUNDS (3), BENCH_ITERS (400), BENCH_WORKERS (8),
+# BENCH_OUT (bench-results/latest), SHARED_DIR (../shared, relative to the repo).
+# Timings on a shared 2-core machine are noisy: run it when `uptime` shows a low load; the
+# report gives ratios taken within each round.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+rounds=${BENCH_ROUNDS:-3}
+iters=${BENCH_ITERS:-400}
+workers=${BENCH_WORKERS:-8}
+out=${BENCH_OUT:-bench-results/latest}
+shared=${SHARED_DIR:-../shared}
+shared=$(cd "$shared" && pwd)
+
+# --- 1. install what is missing ------------------------------------------------------------
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+[ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || missing+=(golang-etcd-server-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bench.sh: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "bench.sh: missing ${missing[*]}: install them (Debian: sudo apt-get install -y ${missing[*]})" >&2
+    exit 2
+  fi
+fi
+
+# --- 3. build (before etcd starts, so compiling does not share the CPUs with it) -------------
+echo "bench.sh: building coord-bench (release)" >&2
+cargo build --release --locked -p coord-bench --bins
+echo "bench.sh: building the anchors" >&2
+mkdir -p target/anchors/src
+rm -rf target/anchors/src/rust-etcd-client-lock
+cp -r "$shared/anchors/rust-etcd-client-lock" target/anchors/src/
+chmod -R u+w target/anchors/src/rust-etcd-client-lock
+CARGO_TARGET_DIR=$repo/target/anchors cargo build --release --quiet \
+  --manifest-path target/anchors/src/rust-etcd-client-lock/Cargo.toml
+"$shared/anchors/go-etcd-bench/build.sh" "$repo/target/anchors/go-etcd-bench"
+(cd bench/go-latency && GO111MODULE=off GOPATH=/usr/share/gocode go build -o "$repo/target/go-latency" main.go)
+
+ours=$repo/target/release/coord-bench
+report=$repo/target/release/coord-bench-report
+go_anchor=$repo/target/anchors/go-etcd-bench
+rs_anchor=$repo/target/anchors/release/rust-etcd-client-lock
+go_latency=$repo/target/go-latency
+
+# --- 2. one etcd ------------------------------------------------------------------------------
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
+    || echo $((20000 + RANDOM % 20000))
+}
+data_dir=$(mktemp -d -t coord-bench-etcd.XXXXXX)
+etcd_pid=""
+cleanup() {
+  if [ -n "$etcd_pid" ]; then
+    kill "$etcd_pid" 2>/dev/null || true
+    wait "$etcd_pid" 2>/dev/null || true
+  fi
+  rm -rf "$data_dir"
+}
+trap cleanup EXIT INT TERM
+for attempt in 1 2 3 4 5; do
+  client_port=$(free_port)
+  peer_port=$(free_port)
+  etcd --name coord-bench --data-dir "$data_dir/data" \
+    --listen-client-urls "http://127.0.0.1:$client_port" \
+    --advertise-client-urls "http://127.0.0.1:$client_port" \
+    --listen-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "coord-bench=http://127.0.0.1:$peer_port" \
+    >"$data_dir/etcd.log" 2>&1 &
+  etcd_pid=$!
+  healthy=""
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$etcd_pid" 2>/dev/null; then break; fi
+    if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$client_port" --dial-timeout=1s endpoint health >/dev/null 2>&1; then
+      healthy=yes
+      break
+    fi
+    sleep 0.2
+  done
+  if [ -n "$healthy" ]; then break; fi
+  echo "bench.sh: etcd did not start on port $client_port (attempt $attempt)" >&2
+  kill "$etcd_pid" 2>/dev/null || true
+  wait "$etcd_pid" 2>/dev/null || true
+  etcd_pid=""
+  rm -rf "$data_dir/data"
+done
+[ -n "$etcd_pid" ] || { echo "bench.sh: could not start etcd" >&2; exit 1; }
+ep="127.0.0.1:$client_port"
+echo "bench.sh: etcd $(etcd --version | head -1 | awk '{print $3}') on $ep (pid $etcd_pid)" >&2
+
+# --- results directory and machine description -------------------------------------------------
+rm -rf "$out"
+mkdir -p "$out/rounds"
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "cores: $(nproc)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "kernel: $(uname -r)"
+  echo "etcd: $(etcd --version | head -1 | awk '{print $3}') (one member, data dir on $(df -T "$data_dir" | awk 'NR==2 {print $2}'))"
+  echo "go: $(go version | awk '{print $3}')"
+  echo "rustc: $(rustc --version | awk '{print $2}')"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (with uncommitted changes)')"
+  echo "rounds: $rounds (iters $iters, workers $workers)"
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$out/machine.txt"
+printf 'round\timpl\tscenario\twall_s\tetcd_cpu_s\tclient_cpu_s\n' >"$out/cpu.tsv"
+: >"$out/commands.txt"
+
+clk=$(getconf CLK_TCK)
+etcd_ticks() { awk '{print $14 + $15}' "/proc/$etcd_pid/stat"; }
+# CPU seconds of this shell's finished children (the second line of `times`, user + sys).
+# `times` must run in this shell, not in a $(…) subshell (whose children are not ours).
+children_cpu() {
+  tail -n1 "$data_dir/times" | awk '{
+    s = 0
+    for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] }
+    print s }'
+}
+# measure ROUND IMPL SCENARIO OUTFILE CMD...: runs CMD, appends its stdout to OUTFILE, and its
+# wall time and the CPU time of etcd and of CMD to cpu.tsv.
+measure() {
+  local round=$1 impl=$2 scenario=$3 file=$4
+  shift 4
+  [ "$round" = 1 ] && echo "$*" | sed "s#$repo/##g" >>"$out/commands.txt"
+  local t0 e0 c0 t1 e1 c1
+  times >"$data_dir/times"
+  t0=$(date +%s.%N); e0=$(etcd_ticks); c0=$(children_cpu)
+  "$@" >>"$file"
+  t1=$(date +%s.%N); e1=$(etcd_ticks)
+  times >"$data_dir/times"
+  c1=$(children_cpu)
+  awk -v r="$round" -v i="$impl" -v s="$scenario" -v t0="$t0" -v t1="$t1" -v e0="$e0" -v e1="$e1" \
+    -v c0="$c0" -v c1="$c1" -v clk="$clk" \
+    'BEGIN { printf "%s\t%s\t%s\t%.3f\t%.3f\t%.3f\n", r, i, s, t1 - t0, (e1 - e0) / clk, c1 - c0 }' \
+    >>"$out/cpu.tsv"
+}
+
+# The anchors' scenario names, by the Go anchor's short names.
+full_name() {
+  case $1 in
+    uncontended) echo mutex_uncontended_lock_unlock ;;
+    contended) echo "mutex_contended_w$2" ;;
+    rwlock) echo "rwmutex_mixed_w$2" ;;
+    handoff) echo mutex_handoff ;;
+    failover) echo election_resign_handoff ;;
+  esac
+}
+
+run_ours() { # ROUND DIR
+  local s
+  for s in uncontended contended rwlock handoff failover crash floor rtt; do
+    local name
+    case $s in
+      crash) name=election_crash_failover ;;
+      floor) name=watch_floor ;;
+      rtt) name=round_trips ;;
+      *) name=$(full_name "$s" "$workers") ;;
+    esac
+    measure "$1" ours "$name" "$2/ours.jsonl" \
+      "$ours" --endpoints "$ep" --scenario "$s" --iters "$iters" --workers "$workers" \
+      --dump-latencies "$2/lat/ours"
+  done
+}
+run_go() { # ROUND DIR
+  local s
+  for s in uncontended contended rwlock handoff failover; do
+    measure "$1" go "$(full_name "$s" "$workers")" "$2/go.jsonl" \
+      "$go_anchor" -endpoints "$ep" -iters "$iters" -workers "$workers" -scenario "$s" \
+      -prefix "/anchor-bench/r$1"
+  done
+}
+run_rs() { # ROUND DIR
+  measure "$1" etcd-client all "$2/etcd-client.jsonl" "$rs_anchor" "$ep" "$iters" "$workers"
+}
+
+for round in $(seq 1 "$rounds"); do
+  dir=$out/rounds/$round
+  mkdir -p "$dir"
+  order=(ours go rs)
+  shift_by=$(( (round - 1) % 3 ))
+  order=("${order[@]:$shift_by}" "${order[@]:0:$shift_by}")
+  echo "bench.sh: round $round/$rounds: ${order[*]} (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  for impl in "${order[@]}"; do
+    "run_$impl" "$round" "$dir"
+  done
+  # Go's raw latencies, for the plot.
+  measure "$round" go-latency all "$dir/go-latency.jsonl" \
+    "$go_latency" -endpoints "$ep" -iters "$iters" -workers "$workers" -dump "$dir/lat/go" \
+    -prefix "/go-latency/r$round"
+  # Scaling with contenders (8 is measured above), ours and Go alternately; at least 50
+  # acquisitions per session, so that connecting 32 sessions does not dominate.
+  for w in 2 32; do
+    n=$(( iters > 50 * w ? iters : 50 * w ))
+    sweep_ours() {
+      measure "$round" ours "mutex_contended_w$w" "$dir/ours.jsonl" \
+        "$ours" --endpoints "$ep" --scenario contended --iters "$n" --workers "$w"
+    }
+    sweep_go() {
+      measure "$round" go "mutex_contended_w$w" "$dir/go.jsonl" \
+        "$go_anchor" -endpoints "$ep" -iters "$n" -workers "$w" -scenario contended \
+        -prefix "/anchor-bench/r$round-w$w"
+    }
+    if [ $(( (round + w) % 2 )) = 0 ]; then sweep_ours; sweep_go; else sweep_go; sweep_ours; fi
+  done
+  # coord-mem, on one core (current-thread runtime), with more iterations.
+  measure "$round" mem mutex_uncontended_lock_unlock "$dir/mem.jsonl" \
+    "$ours" --backend mem --scenario uncontended --iters 200000
+  measure "$round" mem mutex_contended_w8 "$dir/mem.jsonl" \
+    "$ours" --backend mem --scenario contended --iters 40000 --workers 8
+  measure "$round" mem rwmutex_mixed_w8 "$dir/mem.jsonl" \
+    "$ours" --backend mem --scenario rwlock --iters 40000 --workers 8
+  measure "$round" mem handoffs "$dir/mem.jsonl" \
+    "$ours" --backend mem --scenario handoff,failover,floor,crash --iters "$iters"
+  measure "$round" mem mem_calls_per_release_w1000 "$dir/mem.jsonl" \
+    "$ours" --backend mem --scenario mem_calls_per_release_w1000
+  measure "$round" mem mem_memory_cycles "$dir/mem.jsonl" \
+    "$ours" --backend mem --scenario mem_memory_cycles
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
+
+# --- 5. the report -------------------------------------------------------------------------------
+"$report" --results "$out" --out BENCHMARKS.md --notes bench/notes.md
+echo "bench.sh: raw results in $out; BENCHMARKS.md rewritten" >&2
