@@ -33,22 +33,11 @@ shared=${SHARED_DIR:-../shared}
 shared=$(cd "$shared" && pwd)
 
 # --- 1. install what is missing ------------------------------------------------------------
-missing=()
-command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
-command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+. scripts/etcd-lib.sh
+missing=($(missing_etcd_packages))
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || missing+=(golang-etcd-server-dev)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bench.sh: installing ${missing[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "bench.sh: missing ${missing[*]}: install them (Debian: sudo apt-get install -y ${missing[*]})" >&2
-    exit 2
-  fi
-fi
+install_packages bench.sh "${missing[@]}"
 
 # --- 3. build (before etcd starts, so compiling does not share the CPUs with it) -------------
 echo "bench.sh: building coord-bench (release)" >&2
@@ -70,50 +59,9 @@ rs_anchor=$repo/target/anchors/release/rust-etcd-client-lock
 go_latency=$repo/target/go-latency
 
 # --- 2. one etcd ------------------------------------------------------------------------------
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
-    || echo $((20000 + RANDOM % 20000))
-}
-data_dir=$(mktemp -d -t coord-bench-etcd.XXXXXX)
-etcd_pid=""
-cleanup() {
-  if [ -n "$etcd_pid" ]; then
-    kill "$etcd_pid" 2>/dev/null || true
-    wait "$etcd_pid" 2>/dev/null || true
-  fi
-  rm -rf "$data_dir"
-}
-trap cleanup EXIT INT TERM
-for attempt in 1 2 3 4 5; do
-  client_port=$(free_port)
-  peer_port=$(free_port)
-  etcd --name coord-bench --data-dir "$data_dir/data" \
-    --listen-client-urls "http://127.0.0.1:$client_port" \
-    --advertise-client-urls "http://127.0.0.1:$client_port" \
-    --listen-peer-urls "http://127.0.0.1:$peer_port" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-    --initial-cluster "coord-bench=http://127.0.0.1:$peer_port" \
-    >"$data_dir/etcd.log" 2>&1 &
-  etcd_pid=$!
-  healthy=""
-  for _ in $(seq 1 100); do
-    if ! kill -0 "$etcd_pid" 2>/dev/null; then break; fi
-    if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$client_port" --dial-timeout=1s endpoint health >/dev/null 2>&1; then
-      healthy=yes
-      break
-    fi
-    sleep 0.2
-  done
-  if [ -n "$healthy" ]; then break; fi
-  echo "bench.sh: etcd did not start on port $client_port (attempt $attempt)" >&2
-  kill "$etcd_pid" 2>/dev/null || true
-  wait "$etcd_pid" 2>/dev/null || true
-  etcd_pid=""
-  rm -rf "$data_dir/data"
-done
-[ -n "$etcd_pid" ] || { echo "bench.sh: could not start etcd" >&2; exit 1; }
-ep="127.0.0.1:$client_port"
-echo "bench.sh: etcd $(etcd --version | head -1 | awk '{print $3}') on $ep (pid $etcd_pid)" >&2
+start_etcd bench.sh coord-bench
+data_dir=$etcd_data_dir
+ep=$etcd_endpoint
 
 # --- results directory and machine description -------------------------------------------------
 rm -rf "$out"
