@@ -34,26 +34,14 @@ use tokio::task::JoinHandle;
 #[derive(Parser, Debug)]
 #[command(about = "An election node on etcd, driven by commands on stdin")]
 struct Args {
+    #[command(flatten)]
+    etcd: common::EtcdArgs,
     /// This node's name: the value it campaigns with.
     #[arg(long)]
     id: String,
-    /// etcd endpoints, comma-separated.
-    #[arg(
-        long,
-        env = "ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    endpoints: Vec<String>,
     /// The election's name.
     #[arg(long, default_value = "election-demo")]
     name: String,
-    /// Session TTL in seconds: how long a crashed node's leadership outlives it.
-    #[arg(long, default_value_t = 10)]
-    ttl: i64,
-    /// Seconds to try to reach etcd before giving up.
-    #[arg(long, default_value_t = 3.0)]
-    dial_timeout: f64,
 }
 
 /// Prints with the time since start and the node's id.
@@ -88,7 +76,7 @@ async fn main() {
         start: Instant::now(),
         id: args.id.clone(),
     };
-    let session = match common::connect(&args.endpoints, args.dial_timeout, args.ttl).await {
+    let session = match common::connect(&args.etcd).await {
         Ok(session) => session,
         Err(message) => {
             eprintln!("election: {message}");
@@ -104,7 +92,7 @@ async fn main() {
     };
     say.say(format!(
         "connected to {}; election {:?}; session lease {:x} (TTL {} s). Type `help`.",
-        args.endpoints.join(","),
+        args.etcd.endpoints.join(","),
         args.name,
         session.lease(),
         session.ttl()

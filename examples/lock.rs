@@ -24,14 +24,8 @@ use rand::Rng;
 #[derive(Parser, Debug)]
 #[command(about = "Take a named lock on etcd, hold it a random time, release it")]
 struct Args {
-    /// etcd endpoints, comma-separated.
-    #[arg(
-        long,
-        env = "ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    endpoints: Vec<String>,
+    #[command(flatten)]
+    etcd: common::EtcdArgs,
     /// The lock's name.
     #[arg(long, default_value = "lock-demo")]
     name: String,
@@ -47,12 +41,6 @@ struct Args {
     /// Longest hold, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     max_hold_ms: u64,
-    /// Session TTL in seconds: how long the lock outlives a crashed process.
-    #[arg(long, default_value_t = 10)]
-    ttl: i64,
-    /// Seconds to try to reach etcd before giving up.
-    #[arg(long, default_value_t = 3.0)]
-    dial_timeout: f64,
 }
 
 /// How a round releases the lock.
@@ -70,7 +58,7 @@ async fn main() {
     let start = Instant::now();
     let say = |what: String| println!("{:>8.3}s  {what}", start.elapsed().as_secs_f64());
 
-    let session = match common::connect(&args.endpoints, args.dial_timeout, args.ttl).await {
+    let session = match common::connect(&args.etcd).await {
         Ok(session) => session,
         Err(message) => {
             eprintln!("lock: {message}");

@@ -26,14 +26,8 @@ use tokio::task::JoinSet;
 #[derive(Parser, Debug)]
 #[command(about = "Take read or write locks on etcd from stdin: r, w, q")]
 struct Args {
-    /// etcd endpoints, comma-separated.
-    #[arg(
-        long,
-        env = "ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    endpoints: Vec<String>,
+    #[command(flatten)]
+    etcd: common::EtcdArgs,
     /// The lock's name.
     #[arg(long, default_value = "rwlock-demo")]
     name: String,
@@ -43,12 +37,6 @@ struct Args {
     /// Longest hold, in milliseconds.
     #[arg(long, default_value_t = 4000)]
     max_hold_ms: u64,
-    /// Session TTL in seconds.
-    #[arg(long, default_value_t = 10)]
-    ttl: i64,
-    /// Seconds to try to reach etcd before giving up.
-    #[arg(long, default_value_t = 3.0)]
-    dial_timeout: f64,
 }
 
 /// Prints with the time since start.
@@ -86,7 +74,7 @@ impl Holding {
 async fn main() {
     let args = Args::parse();
     let say = Say(Instant::now());
-    let session = match common::connect(&args.endpoints, args.dial_timeout, args.ttl).await {
+    let session = match common::connect(&args.etcd).await {
         Ok(session) => session,
         Err(message) => {
             eprintln!("rwlock: {message}");

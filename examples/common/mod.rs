@@ -5,15 +5,31 @@ use std::time::Duration;
 use coord::etcd::EtcdConfig;
 use coord::{Error, Session};
 
+/// The options every etcd demo takes: where etcd is, how long to try, the session TTL.
+#[derive(clap::Args, Debug)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma-separated.
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// Session TTL in seconds: how long a crashed process's locks and leadership outlive it.
+    #[arg(long, default_value_t = 10)]
+    pub ttl: i64,
+    /// Seconds to try to reach etcd before giving up.
+    #[arg(long, default_value_t = 3.0)]
+    pub dial_timeout: f64,
+}
+
 /// Reaches etcd within the dial timeout and opens a session, or says why not in one line.
-pub async fn connect(
-    endpoints: &[String],
-    dial_timeout_secs: f64,
-    ttl: i64,
-) -> Result<Session, String> {
-    let dial = Duration::try_from_secs_f64(dial_timeout_secs)
-        .map_err(|_| format!("invalid dial timeout {dial_timeout_secs}"))?;
-    let backend = EtcdConfig::new(endpoints.iter().cloned())
+pub async fn connect(etcd: &EtcdArgs) -> Result<Session, String> {
+    let dial = Duration::try_from_secs_f64(etcd.dial_timeout)
+        .map_err(|_| format!("invalid dial timeout {}", etcd.dial_timeout))?;
+    let ttl = etcd.ttl;
+    let backend = EtcdConfig::new(etcd.endpoints.iter().cloned())
         .with_connect_timeout(dial)
         .connect()
         .await
