@@ -11,7 +11,7 @@ use coord_chaos::proxy::{Mode, Proxy};
 use coord_chaos::support::{
     connect, keys_under, unique_prefix, variant, wait_leases_gone, wait_prefix_empty,
 };
-use coord_core::{Backend, Election, Error, Mutex, RangeRequest, Session};
+use coord_core::{Backend, Counting, Election, Error, Mutex, RangeRequest, Session};
 use etcd_harness::endpoints_for_tests;
 
 /// TTL of the cut-off client's sessions, seconds.
@@ -299,14 +299,24 @@ async fn waiter_cut_off_gets_session_expired_never_the_lock() {
 
     let holder = Session::new(admin.clone(), 30).await.unwrap();
     let guard = Mutex::new(&holder, &name).unwrap().lock().await.unwrap();
-    let waiter = Session::new(client, TTL).await.unwrap();
+    // Counted, to see when the waiter is really queued: it opens the name's watch on its
+    // first contention, a call it makes only once its acquire transaction has answered. (Its
+    // key in etcd is not enough: that answer can still be on its way when the cut comes, and
+    // then lock() fails with that transaction's timeout instead of waiting.)
+    let counting = Counting::new(client);
+    let waiter = Session::new(counting.clone(), TTL).await.unwrap();
     let mutex = Mutex::new(&waiter, &name).unwrap();
     let wait = tokio::spawn(async move { mutex.lock_timeout(Duration::from_secs(30)).await });
     assert!(
         coord_chaos::support::eventually(Duration::from_secs(10), || async {
-            keys_under(&admin, prefix.as_bytes()).await.unwrap().len() == 2
+            counting.counts().watch >= 1
         })
-        .await
+        .await,
+        "the waiter never queued"
+    );
+    assert_eq!(
+        keys_under(&admin, prefix.as_bytes()).await.unwrap().len(),
+        2
     );
     proxy.set_mode(Mode::Blackhole);
     let cut = Instant::now();

@@ -458,7 +458,7 @@ impl EtcdServer {
                 }
             }
             if let Some(c) = client.as_mut() {
-                match probe(c).await {
+                match probe(c, self.spec.peer_port).await {
                     Ok(member_id) => {
                         self.member_id.store(member_id, Ordering::Relaxed);
                         return Ok(());
@@ -496,9 +496,16 @@ impl EtcdServer {
         }
     }
 
-    /// Freezes the process (`SIGSTOP`): connections stay open, nothing answers.
+    /// Freezes the process (`SIGSTOP`): connections stay open, nothing answers. Returns once
+    /// the kernel reports the process stopped (a signal is delivered asynchronously), or after
+    /// a second at most.
     pub fn pause(&self) {
         self.signal(Signal::SIGSTOP);
+        let Some(pid) = self.pid() else { return };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !is_stopped(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Continues a paused process (`SIGCONT`).
@@ -561,7 +568,11 @@ pub(crate) fn tls_options(tls: &TlsFiles) -> Result<TlsOptions, HarnessError> {
 }
 
 /// One health probe: `Status` with a leader, then a read. Returns the member id.
-async fn probe(client: &mut Client) -> Result<u64, String> {
+/// Asks the server on the client port whether it is up, has a leader and serves reads, and
+/// whether it is *this* member (`peer_port`): while our process starts, another test's etcd
+/// that took the same client port first could answer instead (ours then exits with "address in
+/// use" and is started again on other ports).
+async fn probe(client: &mut Client, peer_port: u16) -> Result<u64, String> {
     let step = Duration::from_millis(1000);
     let status = match tokio::time::timeout(step, client.status()).await {
         Ok(Ok(s)) => s,
@@ -572,6 +583,29 @@ async fn probe(client: &mut Client) -> Result<u64, String> {
         return Err("no leader yet".into());
     }
     let member_id = status.header().map(|h| h.member_id()).unwrap_or(0);
+    match tokio::time::timeout(step, client.member_list()).await {
+        Ok(Ok(list)) => {
+            let peer = format!(":{peer_port}");
+            let ours = list
+                .members()
+                .iter()
+                .any(|m| m.id() == member_id && m.peer_urls().iter().any(|u| u.ends_with(&peer)));
+            if !ours {
+                return Err(format!(
+                    "member {member_id:x} on the client port is not the one with peer port \
+                     {peer_port}: another etcd holds the port"
+                ));
+            }
+        }
+        // With auth on, the member list may be refused: the server answered, it is up.
+        Ok(Err(etcd_client::Error::GRpcStatus(s)))
+            if matches!(
+                s.code(),
+                tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+            ) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("member list timed out".into()),
+    }
     match tokio::time::timeout(step, client.get("health", None)).await {
         Ok(Ok(_)) => Ok(member_id),
         // With auth on, an anonymous read is refused: the server answered, it is up.
@@ -586,4 +620,16 @@ async fn probe(client: &mut Client) -> Result<u64, String> {
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("read timed out".into()),
     }
+}
+
+/// Whether `/proc` shows the process stopped by a signal (state `T`).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
 }
