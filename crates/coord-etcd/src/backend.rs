@@ -18,9 +18,11 @@ use etcd_client::{
     LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions, PutOptions,
 };
 use futures::StreamExt;
+use tower::util::BoxCloneSyncService;
 
 use crate::config::EtcdConfig;
 use crate::error::{self, EtcdError, Kind};
+use crate::transport::Transport;
 use crate::watch::{self, WatchSettings};
 
 /// A cached keep-alive stream is dropped after this long without use.
@@ -87,7 +89,8 @@ impl EtcdBackend {
         if config.endpoints().is_empty() {
             return Err(Error::invalid("no etcd endpoints given"));
         }
-        let options = config.connect_options()?;
+        let transport = Transport::new(config.transport_settings()?)?;
+        let channel = etcd_client::Channel::Custom(BoxCloneSyncService::new(transport));
         let deadline = config.connect_timeout();
         let endpoints = config.endpoints().to_vec();
         let started = Instant::now();
@@ -100,7 +103,7 @@ impl EtcdBackend {
         };
         let client = match tokio::time::timeout(
             deadline,
-            etcd_client::Client::connect(&endpoints, Some(options)),
+            etcd_client::Client::from_channel(channel, Some(config.connect_options())),
         )
         .await
         {
@@ -108,7 +111,7 @@ impl EtcdBackend {
             Ok(Err(e)) => return Err(error::from_client(e, 0)),
             Err(_) => return Err(unreachable(None)),
         };
-        // `Client::connect` is lazy (it only authenticates when a user is set): a request
+        // The transport connects lazily (only authenticating, when a user is set, sends): a request
         // proves a server is there. `Status` needs no permission. Transient failures (refused
         // connection, a TLS alert racing the first request) are retried until the deadline.
         let mut last = None;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use coord_core::{BackendLimits, Error, Result};
 
 use crate::backend::EtcdBackend;
+use crate::transport::{TlsSettings, TransportSettings};
 
 /// Where a PEM blob comes from: a file read at connect time, or bytes given directly.
 #[derive(Clone)]
@@ -355,39 +356,42 @@ impl EtcdConfig {
         EtcdBackend::connect(self).await
     }
 
-    /// The `etcd-client` options for these settings.
-    pub(crate) fn connect_options(&self) -> Result<etcd_client::ConnectOptions> {
-        let mut options = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(self.connect_timeout)
-            .with_require_leader(true)
-            .with_keep_alive_while_idle(false);
-        if let Some((interval, timeout)) = self.keep_alive {
-            options = options.with_keep_alive(interval, timeout);
-        }
-        if let Some((user, password)) = &self.user {
-            options = options
+    /// The `etcd-client` options for these settings (the transport has its own, below).
+    pub(crate) fn connect_options(&self) -> etcd_client::ConnectOptions {
+        let options = etcd_client::ConnectOptions::new().with_require_leader(true);
+        match &self.user {
+            Some((user, password)) => options
                 .with_user(user.clone(), password.clone())
-                .with_auto_token_refresh(true);
+                .with_auto_token_refresh(true),
+            None => options,
         }
-        if let Some(tls) = &self.tls {
-            let mut tls_options = etcd_client::TlsOptions::new();
-            if let Some(ca) = &tls.ca_cert {
-                tls_options = tls_options.ca_certificate(etcd_client::Certificate::from_pem(
-                    ca.load("CA certificate")?,
-                ));
-            }
-            if let Some((cert, key)) = &tls.client_cert {
-                tls_options = tls_options.identity(etcd_client::Identity::from_pem(
-                    cert.load("client certificate")?,
-                    key.load("client key")?,
-                ));
-            }
-            if let Some(name) = &tls.domain_name {
-                tls_options = tls_options.domain_name(name.clone());
-            }
-            options = options.with_tls(tls_options);
-        }
-        Ok(options)
+    }
+
+    /// The transport's settings, with the TLS material loaded.
+    pub(crate) fn transport_settings(&self) -> Result<TransportSettings> {
+        let tls = match &self.tls {
+            Some(tls) => Some(TlsSettings {
+                ca_cert: tls
+                    .ca_cert
+                    .as_ref()
+                    .map(|ca| ca.load("CA certificate"))
+                    .transpose()?,
+                client_cert: match &tls.client_cert {
+                    Some((cert, key)) => {
+                        Some((cert.load("client certificate")?, key.load("client key")?))
+                    }
+                    None => None,
+                },
+                domain_name: tls.domain_name.clone(),
+            }),
+            None => None,
+        };
+        Ok(TransportSettings {
+            endpoints: self.endpoints.clone(),
+            tls,
+            connect_timeout: self.connect_timeout,
+            keep_alive: self.keep_alive,
+        })
     }
 }
 

@@ -22,6 +22,7 @@
 //! | [`EtcdConfig`] | `config.rs` | endpoints, TLS, user, timeouts; `Debug` hides secrets |
 //! | error mapping | `error.rs` | etcd status/messages → [`coord_core::Error`] by meaning |
 //! | watches | `watch.rs` | returns once registered, re-opens after a lost connection |
+//! | transport | `transport.rs` | HTTP/2 over TCP or TLS under `etcd-client`, failover, keep-alive |
 //!
 //! # Error mapping
 //!
@@ -64,6 +65,7 @@
 mod backend;
 mod config;
 mod error;
+mod transport;
 mod watch;
 
 pub use backend::EtcdBackend;
