@@ -677,7 +677,7 @@ impl Bench {
             releaser_calls += deltas[holder].calls();
             next_calls += deltas[next].calls();
             others_calls += total - deltas[holder].calls() - deltas[next].calls();
-            store_calls += mem.stats().since(&mem_before).total();
+            store_calls += mem.stats().since(&mem_before).calls();
             max_total = max_total.max(total);
             per_release.push(total);
             holder = next;

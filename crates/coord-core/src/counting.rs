@@ -23,9 +23,12 @@
 //! }
 //! ```
 //!
-//! Each [`Backend`] method counts under its own name: a `range` is a range, not a txn, even
-//! when the inner backend runs it as a transaction. Wrap the backend each session uses in its
-//! own `Counting` to attribute calls to sessions.
+//! Each [`Backend`] method counts under its own [`CallKind`]: a `range` is a range, not a txn,
+//! even when the inner backend runs it as a transaction. Wrap the backend each session uses in
+//! its own `Counting` to attribute calls to sessions.
+//!
+//! The counts are one [`CallCounts`] type wherever they come from: coord-mem's `MemStore`
+//! counts the calls made to it with the same [`AtomicCallCounts`] that `Counting` keeps.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,10 +47,83 @@ use crate::lease::{LeaseGrant, LeaseTimeToLive};
 use crate::txn::{Txn, TxnResponse};
 use crate::watch::{WatchRequest, WatchStream};
 
-/// How many times each [`Backend`] method was called through a [`Counting`] backend, and how
-/// many watch events its watches delivered.
+/// One kind of backend call: one per [`Backend`] method.
 ///
-/// A call counts when it is made, whatever its outcome.
+/// Reads one count of a [`CallCounts`] ([`CallCounts::get`]), bumps one of an
+/// [`AtomicCallCounts`], and aims injected failures in coord-mem
+/// (`Faults::fail_next_matching`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum CallKind {
+    /// [`Backend::txn`].
+    Txn,
+    /// [`Backend::range`].
+    Range,
+    /// [`Backend::put`].
+    Put,
+    /// [`Backend::delete`].
+    Delete,
+    /// [`Backend::lease_grant`].
+    LeaseGrant,
+    /// [`Backend::lease_revoke`].
+    LeaseRevoke,
+    /// [`Backend::lease_keep_alive`].
+    LeaseKeepAlive,
+    /// [`Backend::lease_time_to_live`].
+    LeaseTimeToLive,
+    /// [`Backend::lease_list`].
+    LeaseList,
+    /// [`Backend::watch`].
+    Watch,
+    /// [`Backend::compact`].
+    Compact,
+}
+
+impl CallKind {
+    /// Every kind, in declaration order (the order of [`CallCounts`]' fields).
+    pub const ALL: [CallKind; 11] = [
+        CallKind::Txn,
+        CallKind::Range,
+        CallKind::Put,
+        CallKind::Delete,
+        CallKind::LeaseGrant,
+        CallKind::LeaseRevoke,
+        CallKind::LeaseKeepAlive,
+        CallKind::LeaseTimeToLive,
+        CallKind::LeaseList,
+        CallKind::Watch,
+        CallKind::Compact,
+    ];
+
+    /// This kind's position in [`CallKind::ALL`]: an index into a table with one entry per
+    /// kind (`[T; CallKind::ALL.len()]`).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The method's name, as [`CallCounts`]' field and its `Display` spell it.
+    fn name(self) -> &'static str {
+        match self {
+            CallKind::Txn => "txn",
+            CallKind::Range => "range",
+            CallKind::Put => "put",
+            CallKind::Delete => "delete",
+            CallKind::LeaseGrant => "lease_grant",
+            CallKind::LeaseRevoke => "lease_revoke",
+            CallKind::LeaseKeepAlive => "lease_keep_alive",
+            CallKind::LeaseTimeToLive => "lease_time_to_live",
+            CallKind::LeaseList => "lease_list",
+            CallKind::Watch => "watch",
+            CallKind::Compact => "compact",
+        }
+    }
+}
+
+/// How many times each [`Backend`] method was called, and how many watch events the watches
+/// delivered: counted by a [`Counting`] wrapper around any backend, or by a backend that counts
+/// its own calls (coord-mem's `MemStore::stats`).
+///
+/// A call counts when it is made, whatever its outcome, under its own kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct CallCounts {
@@ -78,46 +154,55 @@ pub struct CallCounts {
     pub watch_events: u64,
 }
 
-const SLOTS: usize = 12;
+/// One slot per [`CallKind`] (at its [`CallKind::index`]), then watch events.
+const SLOTS: usize = CallKind::ALL.len() + 1;
+const WATCH_EVENTS: usize = SLOTS - 1;
 
 impl CallCounts {
     fn from_slots(s: [u64; SLOTS]) -> Self {
         CallCounts {
-            txn: s[0],
-            range: s[1],
-            put: s[2],
-            delete: s[3],
-            lease_grant: s[4],
-            lease_revoke: s[5],
-            lease_keep_alive: s[6],
-            lease_time_to_live: s[7],
-            lease_list: s[8],
-            watch: s[9],
-            compact: s[10],
-            watch_events: s[11],
+            txn: s[CallKind::Txn.index()],
+            range: s[CallKind::Range.index()],
+            put: s[CallKind::Put.index()],
+            delete: s[CallKind::Delete.index()],
+            lease_grant: s[CallKind::LeaseGrant.index()],
+            lease_revoke: s[CallKind::LeaseRevoke.index()],
+            lease_keep_alive: s[CallKind::LeaseKeepAlive.index()],
+            lease_time_to_live: s[CallKind::LeaseTimeToLive.index()],
+            lease_list: s[CallKind::LeaseList.index()],
+            watch: s[CallKind::Watch.index()],
+            compact: s[CallKind::Compact.index()],
+            watch_events: s[WATCH_EVENTS],
         }
     }
 
     fn slots(&self) -> [u64; SLOTS] {
-        [
-            self.txn,
-            self.range,
-            self.put,
-            self.delete,
-            self.lease_grant,
-            self.lease_revoke,
-            self.lease_keep_alive,
-            self.lease_time_to_live,
-            self.lease_list,
-            self.watch,
-            self.compact,
-            self.watch_events,
-        ]
+        std::array::from_fn(|i| match CallKind::ALL.get(i) {
+            Some(&kind) => self.get(kind),
+            None => self.watch_events,
+        })
+    }
+
+    /// The calls of one kind.
+    pub fn get(&self, kind: CallKind) -> u64 {
+        match kind {
+            CallKind::Txn => self.txn,
+            CallKind::Range => self.range,
+            CallKind::Put => self.put,
+            CallKind::Delete => self.delete,
+            CallKind::LeaseGrant => self.lease_grant,
+            CallKind::LeaseRevoke => self.lease_revoke,
+            CallKind::LeaseKeepAlive => self.lease_keep_alive,
+            CallKind::LeaseTimeToLive => self.lease_time_to_live,
+            CallKind::LeaseList => self.lease_list,
+            CallKind::Watch => self.watch,
+            CallKind::Compact => self.compact,
+        }
     }
 
     /// Every call (round trip) of every kind; watch events are not calls and are left out.
     pub fn calls(&self) -> u64 {
-        self.slots()[..SLOTS - 1].iter().sum()
+        CallKind::ALL.iter().map(|&kind| self.get(kind)).sum()
     }
 
     /// Calls that read or write keys: `txn`, `range`, `put`, `delete`.
@@ -141,22 +226,12 @@ impl CallCounts {
 impl fmt::Display for CallCounts {
     /// The non-zero counts, e.g. `txn=2 watch=1 watch_events=3`, or `none`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [&str; SLOTS] = [
-            "txn",
-            "range",
-            "put",
-            "delete",
-            "lease_grant",
-            "lease_revoke",
-            "lease_keep_alive",
-            "lease_time_to_live",
-            "lease_list",
-            "watch",
-            "compact",
-            "watch_events",
-        ];
+        let names = CallKind::ALL
+            .iter()
+            .map(|kind| kind.name())
+            .chain(["watch_events"]);
         let mut first = true;
-        for (name, n) in NAMES.iter().zip(self.slots()) {
+        for (name, n) in names.zip(self.slots()) {
             if n > 0 {
                 write!(f, "{}{name}={n}", if first { "" } else { " " })?;
                 first = false;
@@ -169,16 +244,61 @@ impl fmt::Display for CallCounts {
     }
 }
 
+/// Live call counters: one relaxed atomic per [`CallKind`] and one for watch events, read as a
+/// [`CallCounts`] snapshot.
+///
+/// What a [`Counting`] backend keeps; a backend that counts its own calls (coord-mem's
+/// `MemStore`) keeps one too. Counting costs one relaxed atomic add; a snapshot reads each
+/// counter on its own, so one taken while calls run may see some of them and not others.
+///
+/// ```
+/// use coord_core::{AtomicCallCounts, CallKind};
+///
+/// let counts = AtomicCallCounts::new();
+/// counts.bump(CallKind::Txn);
+/// counts.bump_watch_events();
+/// let now = counts.snapshot();
+/// assert_eq!((now.get(CallKind::Txn), now.watch_events, now.calls()), (1, 1, 1));
+/// counts.reset();
+/// assert_eq!(counts.snapshot(), Default::default());
+/// ```
 #[derive(Default)]
-struct Counters([AtomicU64; SLOTS]);
+pub struct AtomicCallCounts([AtomicU64; SLOTS]);
 
-impl Counters {
-    fn bump(&self, slot: usize) {
-        self.0[slot].fetch_add(1, Ordering::Relaxed);
+impl AtomicCallCounts {
+    /// Every count at zero.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    fn snapshot(&self) -> CallCounts {
+    /// Counts one call of `kind`.
+    pub fn bump(&self, kind: CallKind) {
+        self.0[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one watch event (or error item) delivered.
+    pub fn bump_watch_events(&self) {
+        self.0[WATCH_EVENTS].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> CallCounts {
         CallCounts::from_slots(std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
+    }
+
+    /// Sets every count back to zero.
+    pub fn reset(&self) {
+        for c in &self.0 {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for AtomicCallCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AtomicCallCounts")
+            .field(&self.snapshot())
+            .finish()
     }
 }
 
@@ -190,7 +310,7 @@ impl Counters {
 #[derive(Clone)]
 pub struct Counting<B> {
     inner: B,
-    counters: Arc<Counters>,
+    counters: Arc<AtomicCallCounts>,
 }
 
 impl<B: fmt::Debug> fmt::Debug for Counting<B> {
@@ -222,78 +342,64 @@ impl<B> Counting<B> {
     }
 }
 
-// Slot numbers, in CallCounts' field order.
-const TXN: usize = 0;
-const RANGE: usize = 1;
-const PUT: usize = 2;
-const DELETE: usize = 3;
-const LEASE_GRANT: usize = 4;
-const LEASE_REVOKE: usize = 5;
-const LEASE_KEEP_ALIVE: usize = 6;
-const LEASE_TIME_TO_LIVE: usize = 7;
-const LEASE_LIST: usize = 8;
-const WATCH: usize = 9;
-const COMPACT: usize = 10;
-const WATCH_EVENTS: usize = 11;
-
 #[async_trait]
 impl<B: Backend> Backend for Counting<B> {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        self.counters.bump(TXN);
+        self.counters.bump(CallKind::Txn);
         self.inner.txn(txn).await
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.counters.bump(RANGE);
+        self.counters.bump(CallKind::Range);
         self.inner.range(req).await
     }
 
     async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        self.counters.bump(PUT);
+        self.counters.bump(CallKind::Put);
         self.inner.put(req).await
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
-        self.counters.bump(DELETE);
+        self.counters.bump(CallKind::Delete);
         self.inner.delete(req).await
     }
 
     async fn lease_grant(&self, ttl: i64, id: Option<LeaseId>) -> Result<LeaseGrant> {
-        self.counters.bump(LEASE_GRANT);
+        self.counters.bump(CallKind::LeaseGrant);
         self.inner.lease_grant(ttl, id).await
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.counters.bump(LEASE_REVOKE);
+        self.counters.bump(CallKind::LeaseRevoke);
         self.inner.lease_revoke(id).await
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        self.counters.bump(LEASE_KEEP_ALIVE);
+        self.counters.bump(CallKind::LeaseKeepAlive);
         self.inner.lease_keep_alive(id).await
     }
 
     async fn lease_time_to_live(&self, id: LeaseId, with_keys: bool) -> Result<LeaseTimeToLive> {
-        self.counters.bump(LEASE_TIME_TO_LIVE);
+        self.counters.bump(CallKind::LeaseTimeToLive);
         self.inner.lease_time_to_live(id, with_keys).await
     }
 
     async fn lease_list(&self) -> Result<Vec<LeaseId>> {
-        self.counters.bump(LEASE_LIST);
+        self.counters.bump(CallKind::LeaseList);
         self.inner.lease_list().await
     }
 
     async fn watch(&self, req: WatchRequest) -> Result<WatchStream> {
-        self.counters.bump(WATCH);
+        self.counters.bump(CallKind::Watch);
         let stream = self.inner.watch(req).await?;
         let counters = self.counters.clone();
         Ok(Box::pin(
-            stream.inspect(move |_| counters.bump(WATCH_EVENTS)),
+            stream.inspect(move |_| counters.bump_watch_events()),
         ))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        self.counters.bump(COMPACT);
+        self.counters.bump(CallKind::Compact);
         self.inner.compact(revision).await
     }
 
@@ -324,5 +430,28 @@ mod tests {
         assert_eq!(CallCounts::default().to_string(), "none");
         assert_eq!(d.plus(&b).txn, 3);
         assert_eq!(a.kv_calls(), 3);
+        assert_eq!((d.get(CallKind::Txn), d.get(CallKind::Watch)), (2, 1));
+    }
+
+    #[test]
+    fn kinds_fields_and_slots_agree() {
+        let live = AtomicCallCounts::new();
+        for (i, kind) in CallKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
+            for _ in 0..=i {
+                live.bump(kind);
+            }
+        }
+        live.bump_watch_events();
+        let c = live.snapshot();
+        for (i, kind) in CallKind::ALL.into_iter().enumerate() {
+            assert_eq!(c.get(kind), i as u64 + 1, "{kind:?}");
+        }
+        assert_eq!((c.lease_keep_alive, c.compact, c.watch_events), (7, 11, 1));
+        assert_eq!(c.calls(), 66);
+        assert!(c.to_string().starts_with("txn=1 range=2 put=3"));
+        assert!(c.to_string().ends_with("compact=11 watch_events=1"));
+        live.reset();
+        assert_eq!(live.snapshot(), CallCounts::default());
     }
 }

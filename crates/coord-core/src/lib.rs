@@ -53,7 +53,7 @@ pub mod watch;
 mod watcher;
 
 pub use backend::{Backend, BackendLimits, DynBackend};
-pub use counting::{CallCounts, Counting};
+pub use counting::{AtomicCallCounts, CallCounts, CallKind, Counting};
 pub use election::{Election, ElectionObserver, Leadership};
 pub use error::{BoxError, Error, Result};
 pub use fencing::{Fence, StaleToken};

@@ -6,21 +6,20 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use coord_core::{Error, LeaseId, Result};
+use coord_core::{CallKind, Error, LeaseId, Result};
 
-use crate::stats::OpKind;
 use crate::store::MemStore;
 
 /// Pending injected failures: counters consumed by the next calls.
 #[derive(Debug, Default)]
 pub(crate) struct FaultState {
     any: AtomicU64,
-    by_kind: [AtomicU64; OpKind::COUNT],
+    by_kind: [AtomicU64; CallKind::ALL.len()],
 }
 
 impl FaultState {
     /// Whether this call of `kind` must fail (consuming one pending failure).
-    pub(crate) fn take(&self, kind: OpKind) -> bool {
+    pub(crate) fn take(&self, kind: CallKind) -> bool {
         take_one(&self.by_kind[kind.index()]) || take_one(&self.any)
     }
 
@@ -47,10 +46,10 @@ fn take_one(counter: &AtomicU64) -> bool {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use coord_core::{Backend, Error, PutRequest};
-/// use coord_mem::{MemStore, OpKind};
+/// use coord_mem::{CallKind, MemStore};
 ///
 /// let store = MemStore::new();
-/// store.faults().fail_next_matching(OpKind::Put, 1);
+/// store.faults().fail_next_matching(CallKind::Put, 1);
 /// let err = store.put(PutRequest::new("k", "v")).await.unwrap_err();
 /// assert!(matches!(err, Error::Unavailable { .. }));
 /// assert_eq!(store.revision(), 1, "a failed call changes nothing");
@@ -197,7 +196,7 @@ impl Faults {
     /// The next `n` calls of `kind` fail with [`Error::Unavailable`] and change nothing.
     /// Replaces any count set before for `kind`; `0` cancels. Checked before
     /// [`fail_next`](Self::fail_next)'s count, so a call consumes at most one failure.
-    pub fn fail_next_matching(&self, kind: OpKind, n: u64) {
+    pub fn fail_next_matching(&self, kind: CallKind, n: u64) {
         self.store.inner().faults.by_kind[kind.index()].store(n, Ordering::Release);
     }
 

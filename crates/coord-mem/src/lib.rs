@@ -38,7 +38,7 @@
 //! | Leases | grant, keep-alive, revoke, time-to-live, list; expiry on tokio's clock, keys deleted in one revision |
 //! | Watch | key or range, from now or from a past revision, `no_put`/`no_delete`/`prev_kv` |
 //! | Compaction | explicit, and automatic past [`MemStoreBuilder::history_limit`] revisions |
-//! | Test support | [`MemStore::stats`] call counters; [`MemStore::faults`] fault injection |
+//! | Test support | [`MemStore::stats`] call counts ([`CallCounts`], as [`Counting`](coord_core::Counting) gives them); [`MemStore::faults`] fault injection |
 //!
 //! # Semantics worth knowing
 //!
@@ -71,11 +71,15 @@ mod faults;
 mod lease;
 mod span;
 mod state;
-mod stats;
 mod store;
 mod watch;
 
 pub use config::MemStoreBuilder;
 pub use faults::Faults;
-pub use stats::{MemStats, OpKind};
 pub use store::MemStore;
+
+/// The call counts of [`MemStore::stats`] and the call kinds that
+/// [`Faults::fail_next_matching`] aims at: coord-core's, the ones
+/// [`Counting`](coord_core::Counting) reports.
+#[doc(no_inline)]
+pub use coord_core::{CallCounts, CallKind};

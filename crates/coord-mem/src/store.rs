@@ -1,17 +1,18 @@
 //! [`MemStore`]: the [`Backend`] implementation.
 //!
-//! Each call counts itself, takes a pending injected failure if there is one, checks its
-//! input without the lock, then runs under the one state mutex, expiring due leases first so
-//! a read right after a deadline never sees an expired lease's keys.
+//! Each call counts itself (in a [`coord_core::AtomicCallCounts`]), takes a pending injected
+//! failure if there is one, checks its input without the lock, then runs under the one state
+//! mutex, expiring due leases first so a read right after a deadline never sees an expired
+//! lease's keys.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use coord_core::{
-    Backend, BackendLimits, DeleteRequest, DeleteResponse, Error, LeaseGrant, LeaseId,
-    LeaseTimeToLive, PutRequest, PutResponse, RangeRequest, RangeResponse, Result, Revision, Txn,
-    TxnResponse, WatchRequest, WatchStream,
+    AtomicCallCounts, Backend, BackendLimits, CallCounts, CallKind, DeleteRequest, DeleteResponse,
+    Error, LeaseGrant, LeaseId, LeaseTimeToLive, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, Result, Revision, Txn, TxnResponse, WatchRequest, WatchStream,
 };
 use tokio::time::Instant;
 
@@ -20,7 +21,6 @@ use crate::faults::{FaultState, Faults};
 use crate::lease::ExpiryDriver;
 use crate::span::{self, Span};
 use crate::state::State;
-use crate::stats::{Counters, MemStats, OpKind};
 use crate::watch::{MemWatchStream, Registration};
 
 /// An in-memory store with etcd v3's semantics: revisions, leases, watches, transactions.
@@ -35,7 +35,8 @@ pub struct MemStore {
 /// The shared part of a [`MemStore`].
 pub(crate) struct Inner {
     state: Mutex<State>,
-    pub(crate) counters: Counters,
+    /// Shared with every watch stream, which counts the items it delivers.
+    pub(crate) counters: Arc<AtomicCallCounts>,
     pub(crate) faults: FaultState,
     limits: BackendLimits,
     max_txn_ops: usize,
@@ -64,7 +65,7 @@ impl Inner {
     }
 
     /// Counts a call, then fails it if a fault is pending for it.
-    fn begin(&self, kind: OpKind) -> Result<()> {
+    fn begin(&self, kind: CallKind) -> Result<()> {
         self.counters.bump(kind);
         if self.faults.take(kind) {
             return Err(Error::unavailable(format!(
@@ -119,7 +120,7 @@ impl MemStore {
         MemStore {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::new(b.history_limit, b.lease_id_seed)),
-                counters: Counters::default(),
+                counters: Arc::default(),
                 faults: FaultState::default(),
                 limits: b.limits,
                 max_txn_ops: b.max_txn_ops,
@@ -133,12 +134,38 @@ impl MemStore {
     }
 
     /// How many times each backend method was called since the store was built (or since
-    /// [`reset_stats`](Self::reset_stats)).
-    pub fn stats(&self) -> MemStats {
+    /// [`reset_stats`](Self::reset_stats)), and how many items its watch streams delivered.
+    ///
+    /// Every call of a [`Backend`] method counts once, under its own kind (a `put` is a put,
+    /// not a txn), whether it succeeded, failed, or failed by an injected fault. Background
+    /// lease expiry is not a call and is not counted. `watch_events` counts the items (events
+    /// and errors) the store's watch streams have yielded to their readers, as a
+    /// [`Counting`](coord_core::Counting) wrapper would; it is not a call, and
+    /// [`CallCounts::calls`] leaves it out.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> coord_core::Result<()> {
+    /// use coord_core::{Backend, CallKind, KeyRange, PutRequest, RangeRequest, WatchRequest};
+    /// use coord_mem::MemStore;
+    /// use futures::StreamExt;
+    ///
+    /// let store = MemStore::new();
+    /// let before = store.stats();
+    /// let mut watch = store.watch(WatchRequest::new(KeyRange::key("k"))).await?;
+    /// store.put(PutRequest::new("k", "v")).await?;
+    /// store.range(RangeRequest::key("k")).await?;
+    /// watch.next().await.unwrap()?;
+    /// let spent = store.stats().since(&before);
+    /// assert_eq!((spent.put, spent.range, spent.get(CallKind::Txn)), (1, 1, 0));
+    /// assert_eq!((spent.calls(), spent.watch_events), (3, 1));
+    /// assert_eq!(spent.to_string(), "range=1 put=1 watch=1 watch_events=1");
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> CallCounts {
         self.inner.counters.snapshot()
     }
 
-    /// Sets every call counter back to zero.
+    /// Sets every count of [`stats`](Self::stats) back to zero.
     pub fn reset_stats(&self) {
         self.inner.counters.reset();
     }
@@ -183,13 +210,13 @@ impl MemStore {
 #[async_trait]
 impl Backend for MemStore {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        self.inner.begin(OpKind::Txn)?;
+        self.inner.begin(CallKind::Txn)?;
         span::check_txn(&txn, &self.inner.limits, self.inner.max_txn_ops)?;
         self.inner.lock_state().txn(txn)
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.inner.begin(OpKind::Range)?;
+        self.inner.begin(CallKind::Range)?;
         Span::of(&req.range)?;
         let state = self.inner.lock_state();
         state.check_range(&req, state.revision())?;
@@ -197,19 +224,19 @@ impl Backend for MemStore {
     }
 
     async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        self.inner.begin(OpKind::Put)?;
+        self.inner.begin(CallKind::Put)?;
         span::check_put(&req, &self.inner.limits)?;
         self.inner.lock_state().put(req)
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
-        self.inner.begin(OpKind::Delete)?;
+        self.inner.begin(CallKind::Delete)?;
         Span::of(&req.range)?;
         Ok(self.inner.lock_state().delete(&req))
     }
 
     async fn lease_grant(&self, ttl: i64, id: Option<LeaseId>) -> Result<LeaseGrant> {
-        self.inner.begin(OpKind::LeaseGrant)?;
+        self.inner.begin(CallKind::LeaseGrant)?;
         let limits = &self.inner.limits;
         if ttl < limits.min_ttl || ttl > limits.max_ttl {
             return Err(Error::invalid(format!(
@@ -230,7 +257,7 @@ impl Backend for MemStore {
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.inner.begin(OpKind::LeaseRevoke)?;
+        self.inner.begin(CallKind::LeaseRevoke)?;
         if self.inner.lock_state().revoke_lease(id) {
             tracing::debug!(lease = id, "lease revoked");
             Ok(())
@@ -240,7 +267,7 @@ impl Backend for MemStore {
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        self.inner.begin(OpKind::LeaseKeepAlive)?;
+        self.inner.begin(CallKind::LeaseKeepAlive)?;
         let mut state = self.inner.lock_state();
         if state.leases.blocked.contains(&id) {
             return Err(Error::unavailable(format!(
@@ -251,7 +278,7 @@ impl Backend for MemStore {
     }
 
     async fn lease_time_to_live(&self, id: LeaseId, with_keys: bool) -> Result<LeaseTimeToLive> {
-        self.inner.begin(OpKind::LeaseTimeToLive)?;
+        self.inner.begin(CallKind::LeaseTimeToLive)?;
         self.inner
             .lock_state()
             .leases
@@ -259,12 +286,12 @@ impl Backend for MemStore {
     }
 
     async fn lease_list(&self) -> Result<Vec<LeaseId>> {
-        self.inner.begin(OpKind::LeaseList)?;
+        self.inner.begin(CallKind::LeaseList)?;
         Ok(self.inner.lock_state().leases.list())
     }
 
     async fn watch(&self, req: WatchRequest) -> Result<WatchStream> {
-        self.inner.begin(OpKind::Watch)?;
+        self.inner.begin(CallKind::Watch)?;
         Span::of(&req.range)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         // Registered (and history replayed) under the lock, so no write falls in between.
@@ -274,11 +301,15 @@ impl Backend for MemStore {
             store: Arc::downgrade(&self.inner),
             id,
         };
-        Ok(Box::pin(MemWatchStream::new(rx, registration)))
+        Ok(Box::pin(MemWatchStream::new(
+            rx,
+            registration,
+            self.inner.counters.clone(),
+        )))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        self.inner.begin(OpKind::Compact)?;
+        self.inner.begin(CallKind::Compact)?;
         self.inner.lock_state().compact(revision)
     }
 

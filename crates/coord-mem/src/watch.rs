@@ -8,11 +8,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use coord_core::{Error, EventKind, KeyValue, Result, Revision, WatchEvent, WatchRequest};
+use coord_core::{
+    AtomicCallCounts, Error, EventKind, KeyValue, Result, Revision, WatchEvent, WatchRequest,
+};
 use futures::Stream;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::{Instant, Sleep};
@@ -260,28 +262,37 @@ impl Drop for Registration {
 /// The stream behind a [`coord_core::WatchStream`] from a [`crate::MemStore`].
 ///
 /// Yields events in order; an error item ends it (also when the store is dropped). Delayed events (an injected delay) wait on
-/// tokio's clock, one after another, so their order is kept.
+/// tokio's clock, one after another, so their order is kept. Each item yielded counts in the
+/// store's `watch_events` ([`crate::MemStore::stats`]).
 pub(crate) struct MemWatchStream {
     rx: UnboundedReceiver<Envelope>,
     /// An item waiting for its delivery time.
     pending: Option<Result<WatchEvent>>,
     sleep: Option<Pin<Box<Sleep>>>,
     done: bool,
+    /// The store's counters (kept even when the store is gone, like a `Counting` wrapper's).
+    counters: Arc<AtomicCallCounts>,
     _registration: Registration,
 }
 
 impl MemWatchStream {
-    pub(crate) fn new(rx: UnboundedReceiver<Envelope>, registration: Registration) -> Self {
+    pub(crate) fn new(
+        rx: UnboundedReceiver<Envelope>,
+        registration: Registration,
+        counters: Arc<AtomicCallCounts>,
+    ) -> Self {
         MemWatchStream {
             rx,
             pending: None,
             sleep: None,
             done: false,
+            counters,
             _registration: registration,
         }
     }
 
     fn emit(&mut self, item: Result<WatchEvent>) -> Poll<Option<Result<WatchEvent>>> {
+        self.counters.bump_watch_events();
         if item.is_err() {
             self.done = true;
         }

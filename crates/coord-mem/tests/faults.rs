@@ -5,7 +5,7 @@ use std::time::Duration;
 use coord_core::{
     Backend, DeleteRequest, Error, EventKind, KeyRange, PutRequest, RangeRequest, Txn, WatchRequest,
 };
-use coord_mem::{MemStore, OpKind};
+use coord_mem::{CallKind, MemStore};
 use futures::{FutureExt, StreamExt};
 use tokio::time::advance;
 
@@ -53,14 +53,14 @@ async fn fail_next_fails_any_kind_and_changes_nothing() {
 #[tokio::test]
 async fn fail_next_matching_only_hits_its_kind() {
     let store = MemStore::new();
-    store.faults().fail_next_matching(OpKind::Txn, 2);
+    store.faults().fail_next_matching(CallKind::Txn, 2);
     store.put(PutRequest::new("k", "v")).await.unwrap();
     store.range(RangeRequest::key("k")).await.unwrap();
     assert!(unavailable(store.txn(Txn::new()).await));
     assert!(unavailable(store.txn(Txn::new()).await));
     assert!(store.txn(Txn::new()).await.is_ok());
     // Matching first, then the general count: one call takes one failure.
-    store.faults().fail_next_matching(OpKind::Range, 1);
+    store.faults().fail_next_matching(CallKind::Range, 1);
     store.faults().fail_next(1);
     assert!(unavailable(store.range(RangeRequest::key("k")).await));
     assert!(unavailable(store.range(RangeRequest::key("k")).await));
@@ -210,7 +210,7 @@ async fn clear_lifts_every_fault() {
     let lease = store.lease_grant(10, None).await.unwrap();
     let f = store.faults();
     f.fail_next(10);
-    f.fail_next_matching(OpKind::Put, 10);
+    f.fail_next_matching(CallKind::Put, 10);
     f.block_keep_alives(lease.id, true);
     f.delay_watches(Duration::from_secs(1));
     f.clear();
@@ -245,11 +245,11 @@ async fn stats_count_each_call_once_under_its_own_kind() {
     // Failed calls count too.
     let _ = store.put(PutRequest::new("", "")).await;
     let s = store.stats();
-    for kind in OpKind::ALL {
-        let expect = if kind == OpKind::Put { 2 } else { 1 };
+    for kind in CallKind::ALL {
+        let expect = if kind == CallKind::Put { 2 } else { 1 };
         assert_eq!(s.get(kind), expect, "{kind:?}");
     }
-    assert_eq!(s.total(), 12);
+    assert_eq!(s.calls(), 12);
     // Reads of the store's own state are not calls.
     let _ = (store.revision(), store.key_count(), store.watch_count());
     assert_eq!(store.stats(), s);
@@ -258,7 +258,40 @@ async fn stats_count_each_call_once_under_its_own_kind() {
     advance(Duration::from_secs(2)).await;
     assert!(!store.lease_list().await.unwrap().contains(&l.id));
     let d = store.stats().since(&s);
-    assert_eq!((d.lease_grant, d.lease_list, d.total()), (1, 1, 2));
+    assert_eq!((d.lease_grant, d.lease_list, d.calls()), (1, 1, 2));
     store.reset_stats();
-    assert_eq!(store.stats().total(), 0);
+    assert_eq!(store.stats().calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_delivered_watch_items_as_counting_does() {
+    let store = MemStore::new();
+    // A Counting wrapper over the same store must see the same calls and items.
+    let counting = coord_core::Counting::new(store.clone());
+    let mut watch = counting
+        .watch(WatchRequest::new(KeyRange::prefix("k")))
+        .await
+        .unwrap();
+    store.faults().delay_watches(Duration::from_millis(100));
+    counting.put(PutRequest::new("k1", "")).await.unwrap();
+    counting.put(PutRequest::new("k2", "")).await.unwrap();
+    // Pushed but not yet delivered: not counted.
+    assert!(tokio::task::unconstrained(watch.next())
+        .now_or_never()
+        .is_none());
+    assert_eq!(store.stats().watch_events, 0);
+    advance(Duration::from_millis(100)).await;
+    watch.next().await.unwrap().unwrap();
+    watch.next().await.unwrap().unwrap();
+    assert_eq!(store.stats().watch_events, 2);
+    // The error item that ends a dropped watch counts too, as Counting counts it.
+    store.faults().clear();
+    store.faults().drop_watches();
+    assert!(watch.next().await.unwrap().is_err());
+    assert!(watch.next().await.is_none());
+    let s = store.stats();
+    assert_eq!((s.watch, s.put, s.watch_events, s.calls()), (1, 2, 3, 3));
+    assert_eq!(s, counting.counts());
+    store.reset_stats();
+    assert_eq!(store.stats().watch_events, 0);
 }
