@@ -1,5 +1,5 @@
 //! The gRPC transport under `etcd-client`: HTTP/2 (the `h2` crate) over TCP or TLS, one
-//! connection at a time, failed over between the endpoints.
+//! connection per endpoint, requests spread over the endpoints in turn.
 //!
 //! Why not tonic's own channel: hyper's HTTP/2 client sends a request's body from a task of
 //! its own once the new stream is open, so every unary call goes out as two TCP writes (HEADERS,
@@ -9,12 +9,15 @@
 //! about 7% more lock + unlock cycles per second (BENCHMARKS.md).
 //!
 //! What it does, as tonic's channel did for us:
-//! - **Connect** lazily, to the endpoints in turn from the last good one, each attempt (TCP,
-//!   TLS with ALPN `h2`, HTTP/2 handshake) bounded by the connect timeout. Requests wait for
-//!   one connect at a time.
-//! - **Fail over**: when the connection ends (error, GOAWAY, unanswered keep-alive) the next
-//!   request connects again, starting with the endpoint after the one that failed. A request
-//!   that could not be handed to a connection never left: it is tried once more on a new one.
+//! - **Spread and fail over** as etcd's Go client (3.4) does: each request goes to the next
+//!   endpoint in turn, over that endpoint's connection, made when first needed (TCP, TLS with
+//!   ALPN `h2`, HTTP/2 handshake, bounded by the connect timeout; concurrent requests share one
+//!   connect). An endpoint that could not be reached is skipped for a second while others are
+//!   up. A request that could not be handed to a connection never left: it goes on to the next
+//!   endpoint. A member without a leader answers "no leader", which callers retry: the retry
+//!   goes to another member.
+//! - **Reconnect**: a connection that ended (error, GOAWAY, unanswered keep-alive) is made
+//!   again by the next request for its endpoint.
 //! - **Keep-alive**: a PING every interval while streams are open (etcd punishes pings on an
 //!   idle connection); no answer within the timeout closes the connection, failing its streams.
 //! - **Errors** are `tonic::Status`es with gRPC codes: `Unavailable` for anything that went
@@ -26,7 +29,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coord_core::{Error, Result};
@@ -75,31 +78,31 @@ struct Shared {
     tls: Option<(tokio_rustls::TlsConnector, Option<ServerName<'static>>)>,
     connect_timeout: Duration,
     keep_alive: Option<(Duration, Duration)>,
-    state: Mutex<State>,
-    /// Held while connecting, so concurrent requests wait for one connect.
-    connecting: tokio::sync::Mutex<()>,
+    /// Round-robin position.
+    next: AtomicUsize,
 }
 
-struct State {
-    conn: Option<Conn>,
-    /// The endpoint to try first when connecting.
-    next: usize,
-}
-
-/// One endpoint.
+/// One endpoint and its connection.
 struct Target {
     host: String,
     port: u16,
     /// `host:port`, for the requests' `:authority` and for messages.
     authority: String,
     tls: bool,
+    conn: Mutex<Option<Conn>>,
+    /// Held while connecting, so concurrent requests wait for one connect.
+    connecting: tokio::sync::Mutex<()>,
+    /// When connecting last failed.
+    failed_at: Mutex<Option<Instant>>,
 }
+
+/// How long an endpoint that could not be reached is passed over while others can be.
+const SKIP_FAILED: Duration = Duration::from_secs(1);
 
 /// A live (or just failed) HTTP/2 connection.
 #[derive(Clone)]
 struct Conn {
     send: h2::client::SendRequest<Bytes>,
-    target: usize,
     closed: Arc<AtomicBool>,
     /// Streams open on it: keep-alive pings only while there are some.
     open_streams: Arc<AtomicUsize>,
@@ -132,11 +135,7 @@ impl Transport {
                 tls,
                 connect_timeout: settings.connect_timeout,
                 keep_alive: settings.keep_alive,
-                state: Mutex::new(State {
-                    conn: None,
-                    next: 0,
-                }),
-                connecting: tokio::sync::Mutex::new(()),
+                next: AtomicUsize::new(0),
             }),
         })
     }
@@ -169,28 +168,42 @@ impl Shared {
         request: http::Request<Body>,
     ) -> std::result::Result<http::Response<Body>, Status> {
         let (head, mut body) = request.into_parts();
-        // A connection found dead when the request is handed over never saw the request:
-        // one more try, on a new connection.
-        let mut tries = 2;
-        let (conn, response, stream) = loop {
-            tries -= 1;
-            let conn = self.connection().await?;
-            let handed = match conn.send.clone().ready().await {
+        let n = self.targets.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        // Endpoints that failed lately go last.
+        let mut order: Vec<usize> = (0..n).map(|i| (first + i) % n).collect();
+        order.sort_by_key(|&i| self.targets[i].failed_lately());
+        let mut last = None;
+        let mut handed = None;
+        for index in order {
+            let conn = match self.connection(index).await {
+                Ok(conn) => conn,
+                Err(status) => {
+                    last = Some(status);
+                    continue;
+                }
+            };
+            let sent = match conn.send.clone().ready().await {
                 Ok(mut send) => {
-                    let request = self.head(&conn, &head)?;
+                    let request = self.head(index, &head)?;
                     send.send_request(request, false)
                 }
                 Err(e) => Err(e),
             };
-            match handed {
-                Ok((response, stream)) => break (conn, response, stream),
+            match sent {
+                Ok((response, stream)) => {
+                    handed = Some((conn, response, stream));
+                    break;
+                }
+                // The connection is gone and the request never left: next endpoint.
                 Err(e) => {
-                    self.closed(&conn);
-                    if tries == 0 {
-                        return Err(h2_status(e));
-                    }
+                    conn.closed.store(true, Ordering::Release);
+                    last = Some(h2_status(e));
                 }
             }
+        }
+        let Some((conn, response, stream)) = handed else {
+            return Err(last.unwrap_or_else(|| Status::unavailable("no etcd endpoint")));
         };
         let open = OpenStream::new(&conn.open_streams);
         send_body(&mut body, stream).await?;
@@ -207,10 +220,10 @@ impl Shared {
     /// The request head with the connection's scheme and authority (h2 needs both).
     fn head(
         &self,
-        conn: &Conn,
+        index: usize,
         head: &http::request::Parts,
     ) -> std::result::Result<http::Request<()>, Status> {
-        let target = &self.targets[conn.target];
+        let target = &self.targets[index];
         let path = head
             .uri
             .path_and_query()
@@ -229,63 +242,28 @@ impl Shared {
         Ok(request)
     }
 
-    /// The live connection, or a new one.
-    async fn connection(&self) -> std::result::Result<Conn, Status> {
-        if let Some(conn) = self.live() {
+    /// The live connection to endpoint `index`, or a new one.
+    async fn connection(&self, index: usize) -> std::result::Result<Conn, Status> {
+        let target = &self.targets[index];
+        if let Some(conn) = target.live() {
             return Ok(conn);
         }
-        let _connecting = self.connecting.lock().await;
-        if let Some(conn) = self.live() {
+        let _connecting = target.connecting.lock().await;
+        if let Some(conn) = target.live() {
             return Ok(conn);
         }
-        let first = self.lock_state().next;
-        let mut last = None;
-        for i in 0..self.targets.len() {
-            let target = (first + i) % self.targets.len();
-            match tokio::time::timeout(self.connect_timeout, self.connect(target)).await {
-                Ok(Ok(conn)) => {
-                    let mut state = self.lock_state();
-                    state.conn = Some(conn.clone());
-                    state.next = target;
-                    return Ok(conn);
-                }
-                Ok(Err(status)) => last = Some(status),
-                Err(_) => {
-                    last = Some(Status::unavailable(format!(
-                        "tcp connect error: {}: no connection within {:?}",
-                        self.targets[target].authority, self.connect_timeout
-                    )))
-                }
-            }
+        let result = match tokio::time::timeout(self.connect_timeout, self.connect(index)).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::unavailable(format!(
+                "tcp connect error: {}: no connection within {:?}",
+                target.authority, self.connect_timeout
+            ))),
+        };
+        *lock(&target.failed_at) = result.is_err().then(Instant::now);
+        if let Ok(conn) = &result {
+            *lock(&target.conn) = Some(conn.clone());
         }
-        Err(last.unwrap_or_else(|| Status::unavailable("tcp connect error: no endpoints")))
-    }
-
-    fn live(&self) -> Option<Conn> {
-        let state = self.lock_state();
-        state
-            .conn
-            .as_ref()
-            .filter(|c| !c.closed.load(Ordering::Acquire))
-            .cloned()
-    }
-
-    /// Forgets a failed connection; the next connect starts after its endpoint.
-    fn closed(&self, conn: &Conn) {
-        conn.closed.store(true, Ordering::Release);
-        let mut state = self.lock_state();
-        if state
-            .conn
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.closed, &conn.closed))
-        {
-            state.conn = None;
-            state.next = (conn.target + 1) % self.targets.len();
-        }
-    }
-
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        result
     }
 
     async fn connect(&self, index: usize) -> std::result::Result<Conn, Status> {
@@ -328,7 +306,6 @@ impl Shared {
             .map_err(|e| failed("h2 handshake", &e))?;
         let conn = Conn {
             send,
-            target: index,
             closed: Arc::new(AtomicBool::new(false)),
             open_streams: Arc::new(AtomicUsize::new(0)),
         };
@@ -355,6 +332,23 @@ impl Shared {
         tracing::debug!(endpoint = %target.authority, tls = target.tls, "connected to etcd");
         Ok(conn)
     }
+}
+
+impl Target {
+    fn live(&self) -> Option<Conn> {
+        lock(&self.conn)
+            .as_ref()
+            .filter(|c| !c.closed.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    fn failed_lately(&self) -> bool {
+        lock(&self.failed_at).is_some_and(|at| at.elapsed() < SKIP_FAILED)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Pings every `interval` while streams are open; returns why the connection must go.
@@ -549,6 +543,9 @@ fn parse_endpoint(endpoint: &str, tls_configured: bool) -> Result<Target> {
         port,
         authority: authority.to_string(),
         tls,
+        conn: Mutex::new(None),
+        connecting: tokio::sync::Mutex::new(()),
+        failed_at: Mutex::new(None),
     })
 }
 

@@ -195,3 +195,41 @@ async fn debug_never_shows_the_password() {
     assert!(!debug.contains("s3cret-pass"), "{debug}");
     assert!(debug.contains("app"));
 }
+
+/// Requests go to the endpoints in turn; one that cannot be reached is passed over (and tried
+/// again later) without failing a single call.
+#[tokio::test]
+async fn an_unreachable_endpoint_among_live_ones_fails_no_call() {
+    let Some(etcd) = etcd_harness::endpoints_for_tests().await else {
+        return;
+    };
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let live = etcd.endpoints()[0].clone();
+    let b = crate::config(&etcd)
+        .with_endpoints([dead.clone(), live, dead])
+        .with_request_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    let p = prefix("spread");
+    let started = Instant::now();
+    for i in 0..30 {
+        b.put(PutRequest::new(key(&p, &i.to_string()), "v"))
+            .await
+            .unwrap();
+    }
+    let count = b
+        .range(RangeRequest::prefix(p).with_count_only())
+        .await
+        .unwrap()
+        .count;
+    assert_eq!(count, 30);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
