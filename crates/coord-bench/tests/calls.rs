@@ -3,10 +3,15 @@
 //! - An uncontended lock is 1 txn, the first one too (the name's delete-only watch is opened
 //!   on a session's first contention, not before); an unlock is 1 txn.
 //! - A contended handoff: the releasing holder makes 1 call (its unlock txn), every waiter but
-//!   the next none, and the next waiter exactly 1 read txn — or none when the released key was
-//!   the only one ahead of it when it queued (it then knows nobody else can be ahead).
+//!   the next none, and the next waiter none either when it knew every key ahead of it (at most
+//!   16 when it queued: they can only go), else exactly 1 read txn. That holds when a waiter
+//!   ahead gives up in the middle of the queue too, and for a reader behind writers.
 //! - An election handoff: the follower, second in line, makes no call between the leader's
 //!   resign and its win.
+//!
+//! Beside the counts: the queue stays FIFO and exclusive past 16 waiters, and a waiter whose own
+//! key is deleted while it waits fails with [`Error::SessionExpired`], also when the delete
+//! comes in one revision with the last key ahead of it.
 //!
 //! Each session runs on its own `coord_core::Counting` backend, so calls are attributed to
 //! sessions. etcd comes from `ETCD_ENDPOINTS` or is started by `etcd-harness`; under `CI=true`
@@ -18,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord_core::{
-    Backend, CallCounts, Counting, DynBackend, Election, Mutex, Prefixed, RangeRequest, Session,
+    Backend, CallCounts, Counting, DeleteRequest, DynBackend, Election, Error, LockGuard, Mutex,
+    Prefixed, RangeRequest, RwLock, Session, Txn, TxnOp,
 };
 use coord_etcd::EtcdConfig;
 use coord_mem::MemStore;
@@ -58,9 +64,14 @@ impl Env {
         (session, store)
     }
 
+    /// An uncounted connection to the test's namespace.
+    async fn observer(&self) -> Prefixed<DynBackend> {
+        Prefixed::new((self.connect)().await, self.prefix.clone())
+    }
+
     /// Waits until `n` keys exist under `prefix` (seen through an uncounted connection).
     async fn wait_keys(&self, prefix: &str, n: i64) {
-        let observer = Prefixed::new((self.connect)().await, self.prefix.clone());
+        let observer = self.observer().await;
         for _ in 0..2000 {
             let count = observer
                 .range(RangeRequest::prefix(prefix).with_count_only())
@@ -108,26 +119,75 @@ async fn uncontended(env: &Env) {
     session.close().await.unwrap();
 }
 
-/// A session that locks, says so, and unlocks when told.
+/// Who held the lock, in order: `+i` when contender `i` got it, `-i` just before it unlocked.
+type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+fn log_line(log: &Log, line: String) {
+    log.lock().unwrap().push(line);
+}
+
+/// The log of contenders `0..n` each holding the lock in turn, alone.
+fn in_turn(n: usize) -> Vec<String> {
+    (0..n)
+        .flat_map(|i| [format!("+{i}"), format!("-{i}")])
+        .collect()
+}
+
+type Acquire = Pin<Box<dyn Future<Output = coord_core::Result<LockGuard>> + Send>>;
+
+/// Locks the mutex `name`.
+fn mutex(name: &'static str) -> impl Fn(Session) -> Acquire {
+    move |session| Box::pin(async move { Mutex::new(&session, name)?.lock().await })
+}
+
+/// Takes the read (or write) lock of the rwlock `name`.
+fn rwlock(name: &'static str, write: bool) -> impl Fn(Session) -> Acquire {
+    move |session| {
+        Box::pin(async move {
+            let rw = RwLock::new(&session, name)?;
+            if write {
+                rw.write().await
+            } else {
+                rw.read().await
+            }
+        })
+    }
+}
+
+/// A session that locks, says so (or how it failed), and unlocks when told.
 struct Contender {
     store: Store,
     session: Session,
-    acquired: Option<oneshot::Receiver<()>>,
+    acquired: Option<oneshot::Receiver<coord_core::Result<()>>>,
     release: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<coord_core::Result<()>>,
 }
 
 impl Contender {
-    async fn start(env: &Env, name: &'static str) -> Contender {
+    async fn start(
+        env: &Env,
+        id: usize,
+        log: &Log,
+        lock: &impl Fn(Session) -> Acquire,
+    ) -> Contender {
         let (session, store) = env.session().await;
-        let mutex = Mutex::new(&session, name).unwrap();
+        let acquire = lock(session.clone());
+        let log = log.clone();
         let (acq_tx, acq_rx) = oneshot::channel();
         let (rel_tx, rel_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let guard = mutex.lock().await.expect("lock");
-            let _ = acq_tx.send(());
+            let guard = match acquire.await {
+                Ok(guard) => guard,
+                Err(e) => {
+                    let _ = acq_tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            log_line(&log, format!("+{id}"));
+            let _ = acq_tx.send(Ok(()));
             let _ = rel_rx.await;
-            guard.unlock().await.expect("unlock");
+            log_line(&log, format!("-{id}"));
+            guard.unlock().await
         });
         Contender {
             store,
@@ -152,33 +212,89 @@ impl Contender {
         }
     }
 
-    async fn wait_acquired(&mut self) {
+    /// How its acquire ended.
+    async fn outcome(&mut self) -> coord_core::Result<()> {
         let Some(acquired) = self.acquired.take() else {
-            return; // already seen
+            return Ok(()); // already seen
         };
         tokio::time::timeout(Duration::from_secs(10), acquired)
             .await
-            .expect("acquired in time")
-            .expect("lock task alive");
+            .expect("acquire ended in time")
+            .expect("lock task alive")
     }
 
-    async fn release(&mut self) {
+    async fn wait_acquired(&mut self) {
+        self.outcome().await.expect("lock");
+    }
+
+    /// Tells it to unlock; returns how the unlock went.
+    async fn release(&mut self) -> coord_core::Result<()> {
         self.release.take().unwrap().send(()).unwrap();
-        (&mut self.task).await.unwrap();
+        (&mut self.task).await.unwrap()
+    }
+
+    /// Calls made since `before`.
+    fn since(&self, before: &CallCounts) -> CallCounts {
+        self.store.counts().since(before)
+    }
+}
+
+/// Starts contenders `ids` on `lock`, one after the other: each once the key of the one before
+/// exists under `key_prefix` (where contenders `0..ids.start` have a key each). Returns them
+/// once each is quiet.
+async fn queue_up(
+    env: &Env,
+    log: &Log,
+    key_prefix: &str,
+    ids: std::ops::Range<usize>,
+    lock: impl Fn(Session) -> Acquire,
+) -> Vec<Contender> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(Contender::start(env, id, log, &lock).await);
+        env.wait_keys(key_prefix, id as i64 + 1).await;
+    }
+    for c in &out {
+        c.quiet().await;
+    }
+    out
+}
+
+/// Releases `all[h]` and checks the handoff to `all[h + 1]`: the holder makes its unlock txn,
+/// the next waiter `next_reads` read txns, everyone else nothing.
+async fn handoff(all: &mut [Contender], h: usize, next_reads: u64) {
+    let before: Vec<CallCounts> = all.iter().map(|c| c.store.counts()).collect();
+    all[h].release().await.expect("unlock");
+    all[h + 1].wait_acquired().await;
+    // Give any stray call by the other waiters time to happen (none may).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let spent: Vec<CallCounts> = all.iter().zip(&before).map(|(c, b)| c.since(b)).collect();
+    only_txn(&spent[h], 1, &format!("handoff {h}: the releasing holder"));
+    only_txn(
+        &spent[h + 1],
+        next_reads,
+        &format!("handoff {h}: the next waiter"),
+    );
+    for (i, s) in spent.iter().enumerate().skip(h + 2) {
+        assert_eq!(s.calls(), 0, "handoff {h}: waiter {i} made calls: {s}");
+    }
+}
+
+async fn close_all(all: &[Contender]) {
+    for c in all {
+        c.session.close().await.unwrap();
     }
 }
 
 async fn contended_handoff(env: &Env) {
     const NAME: &str = "calls-contended";
     let key_prefix = format!("{NAME}/");
-    let mut holder = Contender::start(env, NAME).await;
+    let log = Log::default();
+    let mut holder = Contender::start(env, 0, &log, &mutex(NAME)).await;
     holder.wait_acquired().await;
     let mut all = vec![holder];
     // Three waiters, queued one after the other (FIFO by create revision).
-    for n in 2..=4 {
-        all.push(Contender::start(env, NAME).await);
-        env.wait_keys(&key_prefix, n).await;
-    }
+    all.extend(queue_up(env, &log, &key_prefix, 1..4, mutex(NAME)).await);
     // Queued, then quiet: a waiter's first contention opens the name's watch and reads once.
     for (i, c) in all.iter().enumerate().skip(1) {
         let queued = c.quiet().await;
@@ -188,36 +304,121 @@ async fn contended_handoff(env: &Env) {
             "waiter {i} queueing: lease grant, enqueue txn, watch, one read; got {queued}"
         );
     }
-    // Two handoffs: holder → waiter 1 (the holder was the only key ahead of waiter 1 when it
-    // queued: no read), waiter 1 → waiter 2 (the holder was ahead of waiter 2 too: one read).
-    for (h, next_reads) in [(0, 0), (1, 1)] {
-        let before: Vec<CallCounts> = all.iter().map(|c| c.store.counts()).collect();
-        all[h].release().await;
-        all[h + 1].wait_acquired().await;
-        // Give any stray call by the other waiters time to happen (none may).
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let spent: Vec<CallCounts> = all
-            .iter()
-            .zip(&before)
-            .map(|(c, b)| c.store.counts().since(b))
-            .collect();
-        only_txn(&spent[h], 1, &format!("handoff {h}: the releasing holder"));
-        only_txn(
-            &spent[h + 1],
-            next_reads,
-            &format!("handoff {h}: the next waiter"),
-        );
-        for (i, s) in spent.iter().enumerate().skip(h + 2) {
-            assert_eq!(s.calls(), 0, "handoff {h}: waiter {i} made calls: {s}");
-        }
-    }
-    for mut c in all.drain(2..) {
+    // Each waiter knew every key ahead of it: no handoff costs the next one a call.
+    handoff(&mut all, 0, 0).await;
+    handoff(&mut all, 1, 0).await;
+    for c in &mut all[2..] {
         c.wait_acquired().await;
-        c.release().await;
+        c.release().await.expect("unlock");
     }
-    for c in &all {
-        c.session.close().await.unwrap();
+    assert_eq!(*log.lock().unwrap(), in_turn(4));
+    close_all(&all).await;
+}
+
+/// More waiters than one read returns (16): the first 16 know everyone ahead, the later ones
+/// wait for the key just ahead and read once; the lock still goes to one at a time, in order.
+async fn long_queue(env: &Env) {
+    const NAME: &str = "calls-long";
+    const WAITERS: usize = 20;
+    let log = Log::default();
+    let mut holder = Contender::start(env, 0, &log, &mutex(NAME)).await;
+    holder.wait_acquired().await;
+    let mut all = vec![holder];
+    all.extend(queue_up(env, &log, "calls-long/", 1..WAITERS + 1, mutex(NAME)).await);
+    for h in 0..WAITERS {
+        // Waiter h + 1 had h + 1 keys ahead of it when it queued.
+        handoff(&mut all, h, u64::from(h + 1 > 16)).await;
     }
+    all[WAITERS].release().await.expect("unlock");
+    assert_eq!(*log.lock().unwrap(), in_turn(WAITERS + 1));
+    close_all(&all).await;
+}
+
+/// A waiter in the middle of the queue gives up: the waiters behind it make no call (not even
+/// when its key goes), and still get the lock in order.
+async fn middle_cancelled(env: &Env) {
+    const NAME: &str = "calls-cancel";
+    let log = Log::default();
+    let mut holder = Contender::start(env, 0, &log, &mutex(NAME)).await;
+    holder.wait_acquired().await;
+    let mut all = vec![holder];
+    all.extend(queue_up(env, &log, "calls-cancel/", 1..4, mutex(NAME)).await);
+    let before: Vec<CallCounts> = all.iter().map(|c| c.store.counts()).collect();
+    // Waiter 1 is ahead of 2 and in the middle of what 3 waits for (0, 1, 2).
+    let gone = all.remove(1);
+    gone.task.abort();
+    env.wait_keys("calls-cancel/", 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (c, b) in all.iter().zip(before.iter().skip(1)).skip(1) {
+        only_txn(&c.since(b), 0, "a waiter behind the one that gave up");
+    }
+    handoff(&mut all, 0, 0).await;
+    handoff(&mut all, 1, 0).await;
+    all[2].release().await.expect("unlock");
+    assert_eq!(*log.lock().unwrap(), ["+0", "-0", "+2", "-2", "+3", "-3"]);
+    close_all(&all).await;
+    gone.session.close().await.unwrap();
+}
+
+/// A reader behind two writers knows both (the writers' prefix is all it waits for, though its
+/// own key is not under it): neither release costs it a call.
+async fn reader_behind_writers(env: &Env) {
+    const NAME: &str = "calls-rw";
+    let log = Log::default();
+    let mut holder = Contender::start(env, 0, &log, &rwlock(NAME, true)).await;
+    holder.wait_acquired().await;
+    let mut all = vec![holder];
+    all.extend(queue_up(env, &log, "calls-rw/", 1..2, rwlock(NAME, true)).await);
+    all.extend(queue_up(env, &log, "calls-rw/", 2..3, rwlock(NAME, false)).await);
+    handoff(&mut all, 0, 0).await;
+    handoff(&mut all, 1, 0).await;
+    all[2].release().await.expect("unlock");
+    assert_eq!(*log.lock().unwrap(), in_turn(3));
+    close_all(&all).await;
+}
+
+/// A waiter's own key is deleted behind its back while it waits for several keys: its `lock()`
+/// fails with [`Error::SessionExpired`], never with a guard. First while keys are still ahead
+/// of it, then in one transaction with the last key ahead of it.
+async fn own_key_deleted(env: &Env) {
+    const NAME: &str = "calls-own";
+    let observer = env.observer().await;
+    let key = |c: &Contender| Mutex::new(&c.session, NAME).unwrap().key().to_vec();
+    let expired = |r: &coord_core::Result<()>| matches!(r, Err(Error::SessionExpired { .. }));
+    let log = Log::default();
+    let mut holder = Contender::start(env, 0, &log, &mutex(NAME)).await;
+    holder.wait_acquired().await;
+    let mut all = vec![holder];
+    all.extend(queue_up(env, &log, "calls-own/", 1..4, mutex(NAME)).await);
+
+    // Waiter 2 waits for 0 and 1; its key goes first.
+    observer
+        .delete(DeleteRequest::key(key(&all[2])))
+        .await
+        .unwrap();
+    let r = all[2].outcome().await;
+    assert!(expired(&r), "waiter 2, own key deleted: {r:?}");
+
+    // Waiter 3 waits for 0, 1 (and 2, gone); 0 unlocks, then 1 and 3 go in one revision.
+    all[0].release().await.expect("unlock");
+    all[1].wait_acquired().await;
+    let both = Txn::new().and_then([
+        TxnOp::Delete(DeleteRequest::key(key(&all[1]))),
+        TxnOp::Delete(DeleteRequest::key(key(&all[3]))),
+    ]);
+    observer.txn(both).await.unwrap();
+    let r = all[3].outcome().await;
+    assert!(
+        expired(&r),
+        "waiter 3, own key deleted with the last one ahead: {r:?}"
+    );
+    let r = all[1].release().await;
+    assert!(
+        matches!(r, Err(Error::NotHeld { .. })),
+        "holder 1, key deleted: {r:?}"
+    );
+    assert_eq!(*log.lock().unwrap(), ["+0", "-0", "+1", "-1"]);
+    close_all(&all).await;
 }
 
 async fn election_handoff(env: &Env) {
@@ -260,6 +461,10 @@ async fn election_handoff(env: &Env) {
 async fn all(env: Env) {
     uncontended(&env).await;
     contended_handoff(&env).await;
+    long_queue(&env).await;
+    middle_cancelled(&env).await;
+    reader_behind_writers(&env).await;
+    own_key_deleted(&env).await;
     election_handoff(&env).await;
 }
 

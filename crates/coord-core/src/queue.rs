@@ -1,9 +1,11 @@
 //! The waiting queue every primitive shares: a key per contender, ordered by create revision.
 //!
-//! A contender writes its key, learns in the same transaction the key just ahead of it, and waits
-//! for that key's delete (from the session's prefix watch). Then it reads once for any other
-//! earlier key and repeats. A release therefore wakes exactly one contender into making calls:
-//! the next one (herd-free in calls).
+//! A contender writes its key and learns in the same transaction the newest keys ahead of it.
+//! When they are all the keys ahead (a short queue), it waits on the session's prefix watch
+//! until each of them is deleted and then holds its turn without any read: keys created later
+//! are behind it, so that set can only shrink. In a longer queue it waits for the key just ahead
+//! of it, reads once for any other earlier key, and repeats. A release therefore wakes at most
+//! one contender into making calls: the next one (herd-free in calls).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,43 +234,52 @@ async fn key_exists(session: &Session, key: &[u8], rev: Revision) -> Result<bool
     Ok(resp.kvs.first().is_some_and(|kv| kv.create_revision == rev))
 }
 
+/// How many keys ahead of it a contender learns from one read (keys only). When the queue ahead
+/// fits, the contender knows all of it and needs no further read.
+const KNOWN_AHEAD: i64 = 16;
+
 /// What the acquire transaction found.
 pub(crate) struct Enqueued {
     /// The key that existed already (same session, same name), when it was adopted.
     pub adopted: Option<KeyValue>,
     /// Store revision after the transaction.
     pub revision: Revision,
-    /// The key just ahead, if the transaction could tell.
+    /// Who is ahead, as far as the transaction could tell.
     pub ahead: Ahead,
 }
 
-/// The contender just ahead.
+/// Who is ahead of a contender.
 pub(crate) enum Ahead {
-    /// Nobody: I am first.
-    Nobody,
-    /// This key; `only` when no other key is ahead of me. Keys ahead of me can only go (a key
-    /// created later is behind me), so once the only one is deleted, my turn has come.
-    Key { kv: KeyValue, only: bool },
+    /// Every key ahead (none: my turn). Keys ahead of me can only go (a key created later is
+    /// behind me), so once each of these is deleted, my turn has come.
+    All(Vec<Vec<u8>>),
+    /// More keys are ahead than a read returns; this one is just ahead. Its delete is when to
+    /// read again.
+    Last(Vec<u8>),
     /// Not known yet (adopted key): read it.
     Unknown,
 }
 
 impl Ahead {
-    /// From up to two keys ahead, newest first.
-    fn from_newest<'a>(mut newest: impl Iterator<Item = &'a KeyValue>) -> Ahead {
-        match newest.next() {
-            None => Ahead::Nobody,
-            Some(kv) => Ahead::Key {
-                kv: kv.clone(),
-                only: newest.next().is_none(),
-            },
+    /// From the keys ahead, newest first, as a read with a limit returned them (`more`: the
+    /// limit left some out).
+    fn from_newest<'a>(newest: impl Iterator<Item = &'a KeyValue>, more: bool) -> Ahead {
+        let mut keys = newest.map(|kv| kv.key.clone());
+        match keys.next() {
+            Some(last) if more => Ahead::Last(last),
+            first => Ahead::All(first.into_iter().chain(keys).collect()),
         }
+    }
+
+    /// Whether nobody is ahead.
+    fn is_nobody(&self) -> bool {
+        matches!(self, Ahead::All(keys) if keys.is_empty())
     }
 }
 
 /// Why a waiter woke up.
 enum Wake {
-    /// The key it waited for was deleted at this revision.
+    /// The last of the keys it waited for was deleted at this revision.
     Deleted(Revision),
     /// Notices may have been missed: read again.
     Recheck,
@@ -295,11 +306,11 @@ impl Queue {
         let session = held.session.clone();
         let key = held.key.to_vec();
         // The newest keys of ahead_prefix: every one but mine is ahead of me, since mine is
-        // the newest. Two of them tell the key just ahead and whether it is the only one.
+        // the newest. The first is the key just ahead; if the limit left none out, they are all.
         let shares_prefix = key.starts_with(&self.ahead_prefix);
         let newest = RangeRequest::prefix(self.ahead_prefix.clone())
             .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(if shares_prefix { 3 } else { 2 })
+            .with_limit(KNOWN_AHEAD + i64::from(shares_prefix))
             .with_keys_only();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -337,15 +348,15 @@ impl Queue {
         }
         held.rev = resp.header_revision;
         let rev = held.rev;
-        let ahead = resp
-            .range(1)?
+        let newest = resp.range(1)?;
+        let ahead = newest
             .kvs
             .iter()
             .filter(|kv| kv.key != key && kv.create_revision < rev);
         Ok(Enqueued {
             adopted: None,
             revision: resp.header_revision,
-            ahead: Ahead::from_newest(ahead),
+            ahead: Ahead::from_newest(ahead, newest.more),
         })
     }
 
@@ -389,17 +400,16 @@ impl Queue {
     /// For the try-variants: whether anyone is ahead right now.
     pub(crate) async fn is_blocked(&self, held: &HeldKey, enqueued: &Enqueued) -> Result<bool> {
         Ok(match &enqueued.ahead {
-            Ahead::Nobody => false,
-            Ahead::Key { .. } => true,
-            Ahead::Unknown => !matches!(self.reread(held).await?.1, Ahead::Nobody),
+            Ahead::Unknown => !self.reread(held).await?.1.is_nobody(),
+            known => !known.is_nobody(),
         })
     }
 
-    /// One read: does my key still exist, and which key is just ahead of it now?
+    /// One read: does my key still exist, and who is ahead of it now?
     async fn reread(&self, held: &HeldKey) -> Result<(Revision, Ahead)> {
         let ahead = RangeRequest::prefix(self.ahead_prefix.clone())
             .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(2)
+            .with_limit(KNOWN_AHEAD)
             .with_max_create_revision(held.rev - 1)
             .with_keys_only();
         let txn = Txn::new().and_then([
@@ -412,9 +422,10 @@ impl Queue {
             // SessionExpired, or SessionClosed when close() revoked the lease.
             return Err(held.session.ended_error());
         }
+        let newest = resp.range(1)?;
         Ok((
             resp.header_revision,
-            Ahead::from_newest(resp.range(1)?.kvs.iter()),
+            Ahead::from_newest(newest.kvs.iter(), newest.more),
         ))
     }
 
@@ -429,7 +440,7 @@ impl Queue {
         notices: Option<broadcast::Receiver<Notice>>,
         enqueued: Enqueued,
     ) -> Result<Revision> {
-        if let Ahead::Nobody = enqueued.ahead {
+        if enqueued.ahead.is_nobody() {
             return Ok(enqueued.revision);
         }
         let (mut notices, (mut after, mut ahead)) = match notices {
@@ -448,21 +459,23 @@ impl Queue {
         };
         let notices = &mut notices;
         loop {
-            let (kv, only) = match ahead {
-                Ahead::Nobody => return Ok(after),
-                Ahead::Key { kv, only } => (kv, only),
+            let (pending, all) = match ahead {
+                Ahead::All(keys) if keys.is_empty() => return Ok(after),
+                Ahead::All(keys) => (keys, true),
+                Ahead::Last(key) => (vec![key], false),
                 Ahead::Unknown => unreachable!("a read always knows who is ahead"),
             };
             tracing::trace!(
-                waiting_on = %String::from_utf8_lossy(&kv.key),
+                waiting_on = pending.len(),
                 after,
-                only,
-                "waiting for the key ahead"
+                all,
+                "waiting for the keys ahead"
             );
-            match self.wait_delete(held, notices, &kv.key, after).await? {
-                // No read needed: nobody else is ahead, and my own key's delete would have come
-                // first (notices arrive in revision order).
-                Wake::Deleted(revision) if only && !mine_deleted_at(held, notices, revision) => {
+            match self.wait_deleted(held, notices, pending, after).await? {
+                // No read needed: those were all the keys ahead, and my own key's delete would
+                // have come first (notices arrive in revision order) or in the same revision
+                // (checked).
+                Wake::Deleted(revision) if all && !mine_deleted_at(held, notices, revision) => {
                     return Ok(revision)
                 }
                 _ => (after, ahead) = while_queued(held, || self.reread(held)).await?,
@@ -470,12 +483,13 @@ impl Queue {
         }
     }
 
-    /// Waits for `target`'s delete after revision `after` (or a reason to re-read).
-    async fn wait_delete(
+    /// Waits until each key of `pending` is deleted after revision `after` (or a reason to
+    /// re-read). A key is pending once: if it is written again later, it is behind me.
+    async fn wait_deleted(
         &self,
         held: &HeldKey,
         notices: &mut broadcast::Receiver<Notice>,
-        target: &[u8],
+        mut pending: Vec<Vec<u8>>,
         after: Revision,
     ) -> Result<Wake> {
         loop {
@@ -483,10 +497,12 @@ impl Queue {
                 biased;
                 notice = notices.recv() => match notice {
                     Ok(Notice::Deleted { key, revision }) if revision > after => {
-                        if *key == *target {
-                            return Ok(Wake::Deleted(revision));
-                        }
-                        if key == held.key && revision > held.rev {
+                        if let Some(i) = pending.iter().position(|k| **k == *key) {
+                            pending.swap_remove(i);
+                            if pending.is_empty() {
+                                return Ok(Wake::Deleted(revision));
+                            }
+                        } else if key == held.key && revision > held.rev {
                             return Err(held.session.ended_error());
                         }
                     }
@@ -500,8 +516,8 @@ impl Queue {
     }
 }
 
-/// Whether my own key was deleted in the same revision as the key ahead (one transaction or
-/// prefix delete removing both), among the notices already delivered. When in doubt (missed
+/// Whether my own key was deleted in the same revision as the last key ahead (one transaction
+/// or prefix delete removing both), among the notices already delivered. When in doubt (missed
 /// notices), says yes so that the caller reads instead of trusting the notices.
 fn mine_deleted_at(
     held: &HeldKey,
