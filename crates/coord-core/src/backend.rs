@@ -78,7 +78,9 @@ impl Default for BackendLimits {
 ///   deliver changes from just before it). A start revision below the compaction
 ///   point yields [`Error::Compacted`], never silence: either from `watch` itself or as the
 ///   stream's first item (etcd confirms the watch, then cancels it), so callers handle both.
-///   A broken watch ends its stream with an error; it never stops silently.
+///   A broken watch ends its stream with an error; it never stops silently. The events of one
+///   revision are delivered together: once the first is yielded, the rest are ready without
+///   waiting (etcd sends a revision in one response), so a reader can take a revision whole.
 /// - **Errors** are mapped by meaning into [`Error`]; the backend's own error is kept as source.
 #[async_trait]
 pub trait Backend: Debug + Send + Sync + 'static {

@@ -139,7 +139,7 @@ impl HeldKey {
                 tokio::select! {
                     _ = self.session.lost() => return self.session.ended_error(),
                     notice = notices.recv() => match notice {
-                        Ok(Notice::Deleted { key, revision }) if key == self.key && revision > self.rev => {
+                        Ok(Notice::Deleted { keys, revision }) if revision > self.rev && keys.iter().any(|k| **k == *self.key) => {
                             return self.gone_error(what).await;
                         }
                         Ok(Notice::Deleted { .. }) => {}
@@ -473,11 +473,8 @@ impl Queue {
             );
             match self.wait_deleted(held, notices, pending, after).await? {
                 // No read needed: those were all the keys ahead, and my own key's delete would
-                // have come first (notices arrive in revision order) or in the same revision
-                // (checked).
-                Wake::Deleted(revision) if all && !mine_deleted_at(held, notices, revision) => {
-                    return Ok(revision)
-                }
+                // have come before (notices arrive in revision order) or in the same notice.
+                Wake::Deleted(revision) if all => return Ok(revision),
                 _ => (after, ahead) = while_queued(held, || self.reread(held)).await?,
             }
         }
@@ -496,14 +493,15 @@ impl Queue {
             tokio::select! {
                 biased;
                 notice = notices.recv() => match notice {
-                    Ok(Notice::Deleted { key, revision }) if revision > after => {
-                        if let Some(i) = pending.iter().position(|k| **k == *key) {
-                            pending.swap_remove(i);
-                            if pending.is_empty() {
-                                return Ok(Wake::Deleted(revision));
-                            }
-                        } else if key == held.key && revision > held.rev {
+                    // `after` is at least my key's creation: a delete of my key after it, even
+                    // in the revision that removes the last key ahead, means my lease is gone.
+                    Ok(Notice::Deleted { keys, revision }) if revision > after => {
+                        if keys.iter().any(|k| **k == *held.key) {
                             return Err(held.session.ended_error());
+                        }
+                        pending.retain(|p| !keys.iter().any(|k| **k == **p));
+                        if pending.is_empty() {
+                            return Ok(Wake::Deleted(revision));
                         }
                     }
                     Ok(Notice::Deleted { .. }) => {}
@@ -512,27 +510,6 @@ impl Queue {
                 },
                 _ = held.session.lost() => return Err(held.session.ended_error()),
             }
-        }
-    }
-}
-
-/// Whether my own key was deleted in the same revision as the last key ahead (one transaction
-/// or prefix delete removing both), among the notices already delivered. When in doubt (missed
-/// notices), says yes so that the caller reads instead of trusting the notices.
-fn mine_deleted_at(
-    held: &HeldKey,
-    notices: &mut broadcast::Receiver<Notice>,
-    revision: Revision,
-) -> bool {
-    loop {
-        match notices.try_recv() {
-            Ok(Notice::Deleted { key, revision: r }) if r == revision && key == held.key => {
-                return true
-            }
-            Ok(Notice::Deleted { revision: r, .. }) if r > revision => return false,
-            Ok(Notice::Deleted { .. }) => {}
-            Err(broadcast::error::TryRecvError::Empty) => return false,
-            Ok(Notice::Resync) | Err(_) => return true,
         }
     }
 }

@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::pin::Pin;
+
+use futures::{FutureExt, StreamExt};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +24,12 @@ use crate::watch::{EventKind, WatchRequest, WatchStream};
 /// What a waiter learns from the prefix watch.
 #[derive(Clone, Debug)]
 pub(crate) enum Notice {
-    /// `key` was deleted at `revision`.
-    Deleted { key: Arc<[u8]>, revision: Revision },
+    /// `keys` were deleted at `revision`: every key of the prefix deleted in that revision, in
+    /// one notice, so a waiter sees at once that its own key went with the last one ahead.
+    Deleted {
+        keys: Arc<[Arc<[u8]>]>,
+        revision: Revision,
+    },
     /// Events may have been missed (the watch broke and history was compacted): re-read.
     Resync,
 }
@@ -76,10 +82,11 @@ fn request(prefix: &[u8], start: Revision) -> WatchRequest {
 async fn drain(
     backend: DynBackend,
     prefix: Vec<u8>,
-    mut stream: WatchStream,
+    stream: WatchStream,
     notices: broadcast::Sender<Notice>,
     stop: CancellationToken,
 ) {
+    let mut stream = stream.peekable();
     let mut last_seen: Revision = 0;
     loop {
         let item = tokio::select! {
@@ -89,9 +96,29 @@ async fn drain(
         match item {
             Some(Ok(event)) => {
                 last_seen = event.revision();
+                let mut deleted = Vec::new();
                 if event.kind == EventKind::Delete {
+                    deleted.push(event.kv.key.into());
+                }
+                // The rest of this revision's events: a backend delivers a revision's events
+                // together (etcd in one response), so they are ready now.
+                while let Some(Some(Ok(next))) = Pin::new(&mut stream)
+                    .peek()
+                    .now_or_never()
+                    .map(|n| n.map(|r| r.as_ref().map(|e| e.revision())))
+                {
+                    if next != last_seen {
+                        break;
+                    }
+                    if let Some(Some(Ok(event))) = stream.next().now_or_never() {
+                        if event.kind == EventKind::Delete {
+                            deleted.push(event.kv.key.into());
+                        }
+                    }
+                }
+                if !deleted.is_empty() {
                     let _ = notices.send(Notice::Deleted {
-                        key: event.kv.key.into(),
+                        keys: deleted.into(),
                         revision: last_seen,
                     });
                 }
@@ -99,13 +126,13 @@ async fn drain(
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "prefix watch broke; reopening");
                 stream = match reopen(&backend, &prefix, &mut last_seen, &notices, &stop).await {
-                    Some(s) => s,
+                    Some(s) => s.peekable(),
                     None => return,
                 };
             }
             None => {
                 stream = match reopen(&backend, &prefix, &mut last_seen, &notices, &stop).await {
-                    Some(s) => s,
+                    Some(s) => s.peekable(),
                     None => return,
                 };
             }
