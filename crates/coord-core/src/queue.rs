@@ -10,8 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use sync_wrapper::SyncWrapper;
 use tokio::sync::{broadcast, OwnedMutexGuard};
-use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::kv::{KeyValue, PutRequest, RangeRequest, Revision, SortOrder, SortTarget};
@@ -42,8 +43,9 @@ pub(crate) struct HeldKey {
     pub permit: Option<OwnedMutexGuard<()>>,
     /// The prefix the session watches for this key's queue.
     watch_prefix: Vec<u8>,
-    /// The transaction writing the key, while its answer is awaited (see `write_txn`).
-    in_flight: Option<JoinHandle<Result<TxnResponse>>>,
+    /// The transaction writing the key, while its answer is awaited (see `write_txn`). In a
+    /// `SyncWrapper`, only ever reached through `&mut`, so that `&HeldKey` can cross awaits.
+    in_flight: SyncWrapper<Option<BoxFuture<'static, Result<TxnResponse>>>>,
     armed: bool,
 }
 
@@ -69,31 +71,26 @@ impl HeldKey {
             rev: 0,
             permit,
             watch_prefix,
-            in_flight: None,
+            in_flight: SyncWrapper::new(None),
             armed: true,
         }
     }
 
-    /// Runs the transaction that writes this key as a task of its own, so that dropping the
-    /// acquire future does not cut it off mid-flight. A store may still apply a write whose
-    /// caller gave up; a cleanup delete sent meanwhile can be applied *before* it and leave the
-    /// key behind until the lease expires, holding up everyone queued after it. So the cleanup
-    /// (in `Drop`) first waits for this transaction's outcome, then deletes what it wrote.
+    /// Runs the transaction that writes this key, kept in `self` while it is awaited. A store
+    /// may still apply a write whose caller gave up, and a cleanup delete sent meanwhile could
+    /// be applied *before* it and leave the key behind until the lease expires, holding up
+    /// everyone queued after it. So when the acquire is dropped mid-call, the cleanup (in
+    /// `Drop`) takes over this same call, waits for its outcome, then deletes what it wrote.
+    /// (Awaited in place rather than spawned: an acquire that is not cancelled pays no task.)
     async fn write_txn(&mut self, txn: Txn) -> Result<TxnResponse> {
         let backend = self.session.backend().clone();
-        let task = self
-            .session
-            .runtime()
-            .spawn(async move { backend.txn(txn).await });
-        let result = self.in_flight.insert(task).await;
-        self.in_flight = None;
-        match result {
-            Ok(r) => r,
-            Err(e) if e.is_cancelled() => Err(Error::Cancelled),
-            Err(e) => Err(Error::Backend {
-                source: Box::new(e),
-            }),
-        }
+        let call = self
+            .in_flight
+            .get_mut()
+            .insert(Box::pin(async move { backend.txn(txn).await }));
+        let result = call.await;
+        *self.in_flight.get_mut() = None;
+        result
     }
 
     /// The compare that holds while this key is the one it was: fencing for callers' txns.
@@ -185,13 +182,13 @@ impl Drop for HeldKey {
         let key = self.key.clone();
         let mut rev = self.rev;
         let permit = self.permit.take();
-        let in_flight = self.in_flight.take();
+        let in_flight = self.in_flight.get_mut().take();
         session.clone().runtime().spawn(async move {
             // The acquire was cancelled while its write was in flight: learn what it wrote
             // before deleting, so the delete cannot overtake it. (Unknown outcome: delete the
             // key whatever its revision; it is this session's alone.)
-            if let Some(task) = in_flight {
-                if let Ok(Ok(resp)) = task.await {
+            if let Some(call) = in_flight {
+                if let Ok(resp) = call.await {
                     rev = if resp.succeeded {
                         resp.header_revision
                     } else {
