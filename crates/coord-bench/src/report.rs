@@ -636,7 +636,7 @@ pub fn render(r: &Results, plot: Option<&str>, notes: &str) -> String {
     );
     let _ = writeln!(
         md,
-        "| `mutex_handoff`: the waiter, from release to holding | {} calls, {} watch event (the released key was the only one ahead of it when it queued, so its delete is the handoff; with others ahead at queueing time: one read txn, own key + anyone still ahead) |",
+        "| `mutex_handoff`: the waiter, from release to holding | {} calls, {} watch event (its acquire txn named every key ahead of it — up to 16 — so the last one's delete is the handoff; with a longer queue ahead: one read txn after its predecessor's delete) |",
         show(ex("mutex_handoff", "waiter_calls_per_handoff")),
         show(ex("mutex_handoff", "waiter_watch_events_per_handoff"))
     );
