@@ -17,7 +17,8 @@
 #  5. writes the raw results to bench-results/latest/ (committed, so BENCHMARKS.md can be
 #     checked) and runs coord-bench-report, which rewrites BENCHMARKS.md and the plot.
 #
-# Settings (environment): BENCH_ROUNDS (3), BENCH_ITERS (400), BENCH_WORKERS (8),
+# Settings (environment): BENCH_ROUNDS (5), BENCH_ITERS (400), BENCH_UNCONTENDED_ITERS (5 x
+# BENCH_ITERS), BENCH_WORKERS (8),
 # BENCH_OUT (bench-results/latest), SHARED_DIR (../shared, relative to the repo).
 # Timings on a shared 2-core machine are noisy: run it when `uptime` shows a low load; the
 # report gives ratios taken within each round.
@@ -25,8 +26,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-rounds=${BENCH_ROUNDS:-3}
+rounds=${BENCH_ROUNDS:-5}
 iters=${BENCH_ITERS:-400}
+# A lock + unlock takes well under a millisecond: more of them, so each run lasts a second or
+# so and one hiccup of the machine does not decide the ratio (ours and Go alike).
+uncontended_iters=${BENCH_UNCONTENDED_ITERS:-$((iters * 5))}
 workers=${BENCH_WORKERS:-8}
 out=${BENCH_OUT:-bench-results/latest}
 shared=${SHARED_DIR:-../shared}
@@ -75,8 +79,9 @@ mkdir -p "$out/rounds"
   echo "etcd: $(etcd --version | head -1 | awk '{print $3}') (one member, data dir on $(df -T "$data_dir" | awk 'NR==2 {print $2}'))"
   echo "go: $(go version | awk '{print $3}')"
   echo "rustc: $(rustc --version | awk '{print $2}')"
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (with uncommitted changes)')"
-  echo "rounds: $rounds (iters $iters, workers $workers)"
+  # (The results this run rewrites do not count as changes.)
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain --untracked-files=no -- . ':!bench-results' ':!BENCHMARKS.md' 2>/dev/null)" ] && echo ' (with uncommitted changes)')"
+  echo "rounds: $rounds (iters $iters, uncontended $uncontended_iters, workers $workers)"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$out/machine.txt"
 printf 'round\timpl\tscenario\twall_s\tetcd_cpu_s\tclient_cpu_s\n' >"$out/cpu.tsv"
@@ -132,16 +137,20 @@ run_ours() { # ROUND DIR
       rtt) name=round_trips ;;
       *) name=$(full_name "$s" "$workers") ;;
     esac
+    local n=$iters
+    [ "$s" = uncontended ] && n=$uncontended_iters
     measure "$1" ours "$name" "$2/ours.jsonl" \
-      "$ours" --endpoints "$ep" --scenario "$s" --iters "$iters" --workers "$workers" \
+      "$ours" --endpoints "$ep" --scenario "$s" --iters "$n" --workers "$workers" \
       --dump-latencies "$2/lat/ours"
   done
 }
 run_go() { # ROUND DIR
   local s
   for s in uncontended contended rwlock handoff failover; do
+    local n=$iters
+    [ "$s" = uncontended ] && n=$uncontended_iters
     measure "$1" go "$(full_name "$s" "$workers")" "$2/go.jsonl" \
-      "$go_anchor" -endpoints "$ep" -iters "$iters" -workers "$workers" -scenario "$s" \
+      "$go_anchor" -endpoints "$ep" -iters "$n" -workers "$workers" -scenario "$s" \
       -prefix "/anchor-bench/r$1"
   done
 }
