@@ -30,10 +30,11 @@ const KEEPER_IDLE: Duration = Duration::from_secs(120);
 
 /// [`coord_core::Backend`] on etcd v3 (through `etcd-client`).
 ///
-/// Cheap to clone: clones share one connection (HTTP/2, multiplexed, balanced over the
-/// endpoints). Every unary call is one RPC bounded by the request timeout; a call that gets no
-/// answer in time fails with [`Error::Unavailable`]. Failures map into [`Error`] by meaning
-/// (see the crate docs), with etcd's error kept as the source.
+/// Cheap to clone: clones share the transport (one HTTP/2 connection per endpoint, requests
+/// spread over the endpoints in turn; see the crate docs). Every unary call is one RPC bounded
+/// by the request timeout; a call that gets no answer in time fails with
+/// [`Error::Unavailable`]. Failures map into [`Error`] by meaning (see the crate docs), with
+/// etcd's error kept as the source.
 ///
 /// `lease_keep_alive` keeps one keep-alive stream per lease and reuses it (a renewal is then
 /// one message each way); the stream is dropped when it fails, when the lease is revoked or

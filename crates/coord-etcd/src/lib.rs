@@ -40,6 +40,18 @@
 //! reports the requested revision + 1, a lower bound. etcd's compaction keeps the revision
 //! compacted at: `compact(r)` makes reads and watches *below* `r` fail.
 //!
+//! # Transport
+//!
+//! Requests go through this crate's own HTTP/2 transport (the `h2` crate under `etcd-client`):
+//! one connection per endpoint, made when first needed (TCP, then TLS with ALPN `h2` when
+//! configured), each request to the next endpoint in turn, as etcd's Go client 3.4 does. An
+//! endpoint that cannot be reached is passed over for a second while others can be; a request
+//! that could not be handed to a connection is tried on the next endpoint. HTTP/2 keep-alive
+//! pings run while streams are open ([`EtcdConfig::with_keep_alive`]); an unanswered one closes
+//! the connection, and its watches re-open on a new one. A unary request leaves in one write
+//! (hyper's client, under tonic's channel, needed three), which is most of why an uncontended
+//! lock + unlock runs at Go's rate (BENCHMARKS.md).
+//!
 //! # Watches
 //!
 //! - [`Backend::watch`](coord_core::Backend::watch) returns once etcd confirmed the watcher
