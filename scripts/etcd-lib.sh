@@ -61,7 +61,11 @@ start_etcd() {
     healthy=""
     for _ in $(seq 1 100); do
       if ! kill -0 "$etcd_pid" 2>/dev/null; then break; fi
-      if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$client_port" --dial-timeout=1s endpoint health >/dev/null 2>&1; then
+      # Healthy, and ours: another etcd that took the port first would answer too (ours then
+      # exits with "address in use" and is started again on other ports).
+      if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$client_port" --dial-timeout=1s endpoint health >/dev/null 2>&1 &&
+        ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$client_port" --dial-timeout=1s member list 2>/dev/null |
+        grep -q "127.0.0.1:$peer_port"; then
         healthy=yes
         break
       fi
