@@ -69,6 +69,8 @@ impl Default for BackendLimits {
 ///   carries the header revision.
 /// - **Txn**: compares (create/mod revision, version, value, lease) then the success or failure
 ///   ops, atomically at one revision. A missing key compares as revision/version/lease `0`.
+///   Reads and transactions are linearizable, also a transaction with compares only (an
+///   ownership check): it sees every write acknowledged before it was sent.
 /// - **Leases**: grant with a TTL in seconds, keep-alive (resets the TTL), revoke, time-to-live.
 ///   Expiry or revoke deletes every attached key in one revision, and watchers see the deletes.
 ///   An unknown lease is [`Error::LeaseNotFound`], also when a put names it.

@@ -456,9 +456,23 @@ impl Backend for EtcdBackend {
                 _ => None,
             })
             .unwrap_or(0);
+        // etcd 3.4 serves a transaction with no operation at all from the member's own state,
+        // without a linearizable read (it counts as "serializable"), so on a lagging follower
+        // its compares would see the past. One count-only range makes it linearizable; its
+        // answer is dropped below.
+        let compares_only = txn.success.is_empty() && txn.failure.is_empty();
+        let success = if compares_only {
+            let key = txn.compares.first().map_or(&b"\0"[..], |c| &c.key[..]);
+            vec![etcd_client::TxnOp::get(
+                key,
+                Some(GetOptions::new().with_count_only()),
+            )]
+        } else {
+            txn.success.iter().map(txn_op).collect()
+        };
         let etcd_txn = etcd_client::Txn::new()
             .when(txn.compares.iter().map(compare).collect::<Vec<_>>())
-            .and_then(txn.success.iter().map(txn_op).collect::<Vec<_>>())
+            .and_then(success)
             .or_else(txn.failure.iter().map(txn_op).collect::<Vec<_>>());
         let resp = match self
             .call("txn", lease, || {
@@ -481,8 +495,12 @@ impl Backend for EtcdBackend {
             }
         };
         let header_revision = header_revision(resp.header());
-        let responses = resp
-            .op_responses()
+        let responses = if compares_only {
+            Vec::new()
+        } else {
+            resp.op_responses()
+        };
+        let responses = responses
             .into_iter()
             .map(|r| match r {
                 etcd_client::TxnOpResponse::Get(mut g) => Ok(TxnOpResponse::Range(RangeResponse {
