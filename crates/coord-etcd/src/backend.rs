@@ -30,8 +30,8 @@ const KEEPER_IDLE: Duration = Duration::from_secs(120);
 
 /// [`coord_core::Backend`] on etcd v3 (through `etcd-client`).
 ///
-/// Cheap to clone: clones share the transport (one HTTP/2 connection per endpoint, requests
-/// spread over the endpoints in turn; see the crate docs). Every unary call is one RPC bounded
+/// Cheap to clone: clones share the transport (one HTTP/2 connection to one member at a
+/// time, failed over to the other endpoints; see the crate docs). Every unary call is one RPC bounded
 /// by the request timeout; a call that gets no answer in time fails with
 /// [`Error::Unavailable`]. Failures map into [`Error`] by meaning (see the crate docs), with
 /// etcd's error kept as the source.
@@ -46,6 +46,7 @@ pub struct EtcdBackend {
 
 struct Inner {
     config: EtcdConfig,
+    transport: Transport,
     kv: etcd_client::KvClient,
     watch: etcd_client::WatchClient,
     lease: LeaseClient,
@@ -91,7 +92,7 @@ impl EtcdBackend {
             return Err(Error::invalid("no etcd endpoints given"));
         }
         let transport = Transport::new(config.transport_settings()?)?;
-        let channel = etcd_client::Channel::Custom(BoxCloneSyncService::new(transport));
+        let channel = etcd_client::Channel::Custom(BoxCloneSyncService::new(transport.clone()));
         let deadline = config.connect_timeout();
         let endpoints = config.endpoints().to_vec();
         let started = Instant::now();
@@ -143,6 +144,7 @@ impl EtcdBackend {
         tracing::debug!(?endpoints, user = ?config.user(), tls = config.uses_tls(), "connected to etcd");
         Ok(EtcdBackend {
             inner: Arc::new(Inner {
+                transport,
                 kv: client.kv_client().max_decoding_message_size(max),
                 watch: client.watch_client().max_decoding_message_size(max),
                 lease: client.lease_client(),
@@ -168,6 +170,7 @@ impl EtcdBackend {
     {
         let after = self.inner.config.request_timeout();
         let deadline = Instant::now() + after;
+        let endpoint_choice = self.inner.transport.generation();
         let attempts = async {
             let mut pause = Duration::from_millis(10);
             loop {
@@ -184,11 +187,19 @@ impl EtcdBackend {
         match tokio::time::timeout(after, attempts).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
+                // A member cut off from the others answers "no leader" until it is back:
+                // the next requests go to another member.
+                if error::is_no_leader(&e) {
+                    self.inner.transport.demote(endpoint_choice);
+                }
                 let e = error::from_client(e, lease);
                 tracing::debug!(op, error = %e, "etcd request failed");
                 Err(e)
             }
             Err(_) => {
+                // A member that accepts requests but answers none (stopped, overloaded): the
+                // next requests go to another member.
+                self.inner.transport.demote(endpoint_choice);
                 tracing::debug!(op, ?after, "etcd request timed out");
                 Err(error::timeout(op, after))
             }

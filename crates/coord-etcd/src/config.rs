@@ -188,7 +188,8 @@ impl EtcdConfig {
         Ok(config)
     }
 
-    /// Replaces the endpoints. Several endpoints of one cluster are balanced and failed over.
+    /// Replaces the endpoints. With several endpoints of one cluster, requests go to one member
+    /// at a time and fail over to the next (see the crate docs).
     pub fn with_endpoints(
         mut self,
         endpoints: impl IntoIterator<Item = impl Into<String>>,

@@ -183,6 +183,11 @@ fn classify_tls(text: &str) -> Option<Kind> {
     }
 }
 
+/// Whether the member that answered has no raft leader (cut off from the majority).
+pub(crate) fn is_no_leader(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("no leader"))
+}
+
 /// Whether the request provably never reached a server (the connection could not be made), so
 /// sending it again cannot apply it twice. tonic reports a failed reconnect of one endpoint of
 /// the balanced channel to the next request routed to it, even when other endpoints are fine.

@@ -42,15 +42,18 @@
 //!
 //! # Transport
 //!
-//! Requests go through this crate's own HTTP/2 transport (the `h2` crate under `etcd-client`):
-//! one connection per endpoint, made when first needed (TCP, then TLS with ALPN `h2` when
-//! configured), each request to the next endpoint in turn, as etcd's Go client 3.4 does. An
-//! endpoint that cannot be reached is passed over for a second while others can be; a request
-//! that could not be handed to a connection is tried on the next endpoint. HTTP/2 keep-alive
-//! pings run while streams are open ([`EtcdConfig::with_keep_alive`]); an unanswered one closes
-//! the connection, and its watches re-open on a new one. A unary request leaves in one write
-//! (hyper's client, under tonic's channel, needed three), which is most of why an uncontended
-//! lock + unlock runs at Go's rate (BENCHMARKS.md).
+//! Requests go through this crate's own HTTP/2 transport (the `h2` crate under `etcd-client`),
+//! to one member at a time over one connection (TCP, then TLS with ALPN `h2` when configured;
+//! a new connection counts only once the member answered a PING). One member sees a client's
+//! requests in order, so what etcd does not serve linearizably (a watch "from now", the lease
+//! list) never lags behind the client's own acknowledged writes. Requests move to the next
+//! endpoint when the member cannot be reached (a request that could not be sent is sent there
+//! at once), when its connection ends, when it answers "no leader" (cut off from the majority),
+//! and when a request gets no answer within the request timeout (stopped or overloaded). HTTP/2
+//! keep-alive pings run while streams are open ([`EtcdConfig::with_keep_alive`]); an unanswered
+//! one closes the connection, and its watches re-open on a new one. A unary request leaves in
+//! one write (hyper's client, under tonic's channel, needed three), which is most of why an
+//! uncontended lock + unlock runs at Go's rate (BENCHMARKS.md).
 //!
 //! # Watches
 //!

@@ -1,5 +1,5 @@
-//! The gRPC transport under `etcd-client`: HTTP/2 (the `h2` crate) over TCP or TLS, one
-//! connection per endpoint, requests spread over the endpoints in turn.
+//! The gRPC transport under `etcd-client`: HTTP/2 (the `h2` crate) over TCP or TLS, to one
+//! endpoint at a time, failed over to the others.
 //!
 //! Why not tonic's own channel: hyper's HTTP/2 client sends a request's body from a task of
 //! its own once the new stream is open, so every unary call goes out as two TCP writes (HEADERS,
@@ -9,13 +9,16 @@
 //! about 7% more lock + unlock cycles per second (BENCHMARKS.md).
 //!
 //! What it does, as tonic's channel did for us:
-//! - **Spread and fail over** as etcd's Go client (3.4) does: each request goes to the next
-//!   endpoint in turn, over that endpoint's connection, made when first needed (TCP, TLS with
-//!   ALPN `h2`, HTTP/2 handshake, bounded by the connect timeout; concurrent requests share one
-//!   connect). An endpoint that could not be reached is skipped for a second while others are
-//!   up. A request that could not be handed to a connection never left: it goes on to the next
-//!   endpoint. A member without a leader answers "no leader", which callers retry: the retry
-//!   goes to another member.
+//! - **One member at a time**, as etcd's Go client did before 3.4 ("pinned" endpoint): requests
+//!   go to one endpoint, over a connection made when first needed (TCP, TLS with ALPN `h2`,
+//!   HTTP/2 handshake and one PING answered, all within the connect timeout; concurrent
+//!   requests share one connect). One member sees a client's requests in order, so what is not
+//!   linearizable in etcd (a watch "from now", the lease list) never lags behind the client's
+//!   own acknowledged writes, as it could on another member.
+//! - **Fail over** to the next endpoint when the member cannot be reached (the request is sent
+//!   there instead: it never left), when its connection ends, and when the backend reports that
+//!   it answered "no leader" or did not answer within the request timeout ([`Transport::demote`]).
+//!   An endpoint that could not be reached is passed over for a second while others can be.
 //! - **Reconnect**: a connection that ended (error, GOAWAY, unanswered keep-alive) is made
 //!   again by the next request for its endpoint.
 //! - **Keep-alive**: a PING every interval while streams are open (etcd punishes pings on an
@@ -78,8 +81,14 @@ struct Shared {
     tls: Option<(tokio_rustls::TlsConnector, Option<ServerName<'static>>)>,
     connect_timeout: Duration,
     keep_alive: Option<(Duration, Duration)>,
-    /// Round-robin position.
-    next: AtomicUsize,
+    /// The endpoint requests go to, and how many times that changed.
+    pinned: Mutex<Pinned>,
+}
+
+#[derive(Clone, Copy)]
+struct Pinned {
+    index: usize,
+    generation: u64,
 }
 
 /// One endpoint and its connection.
@@ -135,9 +144,34 @@ impl Transport {
                 tls,
                 connect_timeout: settings.connect_timeout,
                 keep_alive: settings.keep_alive,
-                next: AtomicUsize::new(0),
+                pinned: Mutex::new(Pinned {
+                    index: 0,
+                    generation: 0,
+                }),
             }),
         })
+    }
+}
+
+impl Transport {
+    /// Which endpoint choice a request made now goes by; pass it to [`Transport::demote`].
+    pub(crate) fn generation(&self) -> u64 {
+        lock(&self.shared.pinned).generation
+    }
+
+    /// Moves requests to the next endpoint, unless they moved since `generation` (then whoever
+    /// moved them saw something newer): the member answered "no leader", or nothing in time.
+    pub(crate) fn demote(&self, generation: u64) {
+        let n = self.shared.targets.len();
+        let mut pinned = lock(&self.shared.pinned);
+        if pinned.generation == generation && n > 1 {
+            let from = &self.shared.targets[pinned.index].authority;
+            tracing::debug!(endpoint = %from, "etcd endpoint demoted");
+            *pinned = Pinned {
+                index: (pinned.index + 1) % n,
+                generation: generation + 1,
+            };
+        }
     }
 }
 
@@ -169,10 +203,10 @@ impl Shared {
     ) -> std::result::Result<http::Response<Body>, Status> {
         let (head, mut body) = request.into_parts();
         let n = self.targets.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
-        // Endpoints that failed lately go last.
-        let mut order: Vec<usize> = (0..n).map(|i| (first + i) % n).collect();
-        order.sort_by_key(|&i| self.targets[i].failed_lately());
+        let pinned = *lock(&self.pinned);
+        // The pinned endpoint, then the others in turn; those that failed lately go last.
+        let mut order: Vec<usize> = (0..n).map(|i| (pinned.index + i) % n).collect();
+        order.sort_by_key(|&i| i != pinned.index && self.targets[i].failed_lately());
         let mut last = None;
         let mut handed = None;
         for index in order {
@@ -192,6 +226,9 @@ impl Shared {
             };
             match sent {
                 Ok((response, stream)) => {
+                    if index != pinned.index {
+                        self.repin(pinned, index);
+                    }
                     handed = Some((conn, response, stream));
                     break;
                 }
@@ -215,6 +252,18 @@ impl Shared {
                 _open: open,
             })
         }))
+    }
+
+    /// Pins `index` (a request got through there), unless the pin moved since `seen`.
+    fn repin(&self, seen: Pinned, index: usize) {
+        let mut pinned = lock(&self.pinned);
+        if pinned.generation == seen.generation {
+            tracing::debug!(endpoint = %self.targets[index].authority, "etcd endpoint pinned");
+            *pinned = Pinned {
+                index,
+                generation: seen.generation + 1,
+            };
+        }
     }
 
     /// The request head with the connection's scheme and authority (h2 needs both).
@@ -310,17 +359,46 @@ impl Shared {
             open_streams: Arc::new(AtomicUsize::new(0)),
         };
         let (closed, open_streams) = (conn.closed.clone(), conn.open_streams.clone());
-        let keep_alive = self.keep_alive.zip(connection.ping_pong());
+        let keep_alive = self.keep_alive;
+        let mut pings = connection
+            .ping_pong()
+            .ok_or_else(|| failed("h2 handshake", &"no PING handle"))?;
+        let (answered_tx, answered_rx) = tokio::sync::oneshot::channel();
+        let mut answered_tx = Some(answered_tx);
         let authority = target.authority.clone();
         tokio::spawn(async move {
-            let ended = match keep_alive {
-                Some(((interval, timeout), pings)) => tokio::select! {
-                    r = &mut connection => r.map_err(|e| e.to_string()),
-                    e = keep_pinging(pings, interval, timeout, &open_streams) => Err(e),
-                },
-                None => (&mut connection).await.map_err(|e| e.to_string()),
+            let ended = tokio::select! {
+                r = &mut connection => r.map_err(|e| e.to_string()),
+                e = async {
+                    // A member that accepts connections but is stopped answers nothing: one
+                    // PING answered proves it serves. (The connect timeout bounds the wait;
+                    // a connect given up drops the receiver.)
+                    let answered = ping(&mut pings).await;
+                    let failed = answered.as_ref().err().cloned();
+                    let tx = answered_tx.take().expect("answered once");
+                    if tx.send(answered).is_err() {
+                        return "connect gave up".to_string();
+                    }
+                    if let Some(e) = failed {
+                        return e;
+                    }
+                    match keep_alive {
+                        Some((interval, timeout)) => {
+                            keep_pinging(pings, interval, timeout, &open_streams).await
+                        }
+                        None => std::future::pending().await,
+                    }
+                } => Err(e),
             };
             closed.store(true, Ordering::Release);
+            // Ended before the PING was answered (a TLS alert, a reset): that is the connect's
+            // error, with its reason.
+            if let Some(tx) = answered_tx.take() {
+                let _ = tx.send(Err(match &ended {
+                    Err(e) => e.clone(),
+                    Ok(()) => "the connection closed".to_string(),
+                }));
+            }
             match ended {
                 Ok(()) => tracing::debug!(endpoint = %authority, "etcd connection closed"),
                 Err(e) => {
@@ -329,9 +407,25 @@ impl Shared {
             }
             // Dropping the connection fails the streams still open on it.
         });
+        match answered_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(failed("h2 handshake", &e)),
+            Err(_) => return Err(failed("h2 handshake", &"the connection closed")),
+        }
         tracing::debug!(endpoint = %target.authority, tls = target.tls, "connected to etcd");
         Ok(conn)
     }
+}
+
+/// Sends a PING and waits for its answer.
+async fn ping(pings: &mut h2::PingPong) -> std::result::Result<(), String> {
+    pings
+        .send_ping(h2::Ping::opaque())
+        .map_err(|e| format!("ping failed: {e}"))?;
+    poll_fn(|cx| pings.poll_pong(cx))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("ping failed: {e}"))
 }
 
 impl Target {
@@ -363,12 +457,9 @@ async fn keep_pinging(
         if open_streams.load(Ordering::Relaxed) == 0 {
             continue;
         }
-        if let Err(e) = pings.send_ping(h2::Ping::opaque()) {
-            return format!("keep-alive ping failed: {e}");
-        }
-        match tokio::time::timeout(timeout, poll_fn(|cx| pings.poll_pong(cx))).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return format!("keep-alive ping failed: {e}"),
+        match tokio::time::timeout(timeout, ping(&mut pings)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("keep-alive {e}"),
             Err(_) => return format!("keep-alive ping not answered within {timeout:?}"),
         }
     }

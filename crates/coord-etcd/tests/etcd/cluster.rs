@@ -61,3 +61,48 @@ async fn watch_and_writes_survive_each_member_going_down() {
         .count;
     assert_eq!(count, 6);
 }
+
+/// Requests go to one member at a time. When it stops answering (paused: its connections stay
+/// open, nothing comes back), the first request times out and the next ones go to another
+/// member, without waiting for the HTTP/2 keep-alive (30 s here) to notice.
+#[tokio::test]
+async fn a_stopped_member_is_left_after_one_request_timeout() {
+    if !etcd_harness::require_etcd_binary() {
+        return;
+    }
+    let opts = EtcdOptions::new().with_args(["--heartbeat-interval=50", "--election-timeout=400"]);
+    let cluster = EtcdCluster::start_with(3, opts).await.unwrap();
+    let b = EtcdConfig::new(cluster.endpoints())
+        .with_request_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let p = prefix("stopped-member");
+    put_retrying(&b, key(&p, "before")).await;
+    // The first endpoint is the one in use.
+    cluster.member(0).pause();
+    let started = std::time::Instant::now();
+    put_retrying(&b, key(&p, "during")).await;
+    let failed_over = started.elapsed();
+    // The member stays in use no longer: every later request answers at once.
+    for i in 0..10 {
+        let t = std::time::Instant::now();
+        b.put(PutRequest::new(key(&p, &format!("after-{i}")), "v"))
+            .await
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    eprintln!("MEASURED stopped member: requests moved on {failed_over:?} after the pause");
+    assert!(failed_over < Duration::from_secs(4), "{failed_over:?}");
+    cluster.member(0).resume();
+    let count = b
+        .range(RangeRequest::prefix(p).with_count_only())
+        .await
+        .unwrap()
+        .count;
+    assert_eq!(count, 12);
+}
