@@ -196,8 +196,8 @@ async fn debug_never_shows_the_password() {
     assert!(debug.contains("app"));
 }
 
-/// Requests go to the endpoints in turn; one that cannot be reached is passed over (and tried
-/// again later) without failing a single call.
+/// An endpoint that cannot be reached is passed over for the next without failing a single
+/// call, also when it is the first one listed.
 #[tokio::test]
 async fn an_unreachable_endpoint_among_live_ones_fails_no_call() {
     let Some(etcd) = etcd_harness::endpoints_for_tests().await else {
