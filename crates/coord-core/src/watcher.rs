@@ -6,10 +6,9 @@
 //! reach the waiter as soon as they are committed. Waiters subscribe *before* their acquire
 //! transaction, so every delete after it reaches them.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::pin::Pin;
 
 use futures::{FutureExt, StreamExt};
 use tokio::sync::broadcast;
@@ -97,23 +96,18 @@ async fn drain(
             Some(Ok(event)) => {
                 last_seen = event.revision();
                 let mut deleted = Vec::new();
-                if event.kind == EventKind::Delete {
-                    deleted.push(event.kv.key.into());
-                }
-                // The rest of this revision's events: a backend delivers a revision's events
-                // together (etcd in one response), so they are ready now.
-                while let Some(Some(Ok(next))) = Pin::new(&mut stream)
-                    .peek()
-                    .now_or_never()
-                    .map(|n| n.map(|r| r.as_ref().map(|e| e.revision())))
-                {
-                    if next != last_seen {
-                        break;
+                let mut event = Some(event);
+                // With the rest of this revision's events: a backend delivers a revision's
+                // events together (etcd in one response), so they are ready now.
+                while let Some(e) = event.take() {
+                    if e.kind == EventKind::Delete {
+                        deleted.push(e.kv.key.into());
                     }
-                    if let Some(Some(Ok(event))) = stream.next().now_or_never() {
-                        if event.kind == EventKind::Delete {
-                            deleted.push(event.kv.key.into());
-                        }
+                    if let Some(Some(Ok(next))) = Pin::new(&mut stream)
+                        .next_if(|item| matches!(item, Ok(e) if e.revision() == last_seen))
+                        .now_or_never()
+                    {
+                        event = Some(next);
                     }
                 }
                 if !deleted.is_empty() {

@@ -162,15 +162,12 @@ impl Transport {
     /// Moves requests to the next endpoint, unless they moved since `generation` (then whoever
     /// moved them saw something newer): the member answered "no leader", or nothing in time.
     pub(crate) fn demote(&self, generation: u64) {
-        let n = self.shared.targets.len();
-        let mut pinned = lock(&self.shared.pinned);
-        if pinned.generation == generation && n > 1 {
-            let from = &self.shared.targets[pinned.index].authority;
+        let shared = &self.shared;
+        let pinned = *lock(&shared.pinned);
+        if pinned.generation == generation && shared.targets.len() > 1 {
+            let from = &shared.targets[pinned.index].authority;
             tracing::debug!(endpoint = %from, "etcd endpoint demoted");
-            *pinned = Pinned {
-                index: (pinned.index + 1) % n,
-                generation: generation + 1,
-            };
+            shared.repin(pinned, (pinned.index + 1) % shared.targets.len());
         }
     }
 }
@@ -254,7 +251,7 @@ impl Shared {
         }))
     }
 
-    /// Pins `index` (a request got through there), unless the pin moved since `seen`.
+    /// Pins `index`, unless the pin moved since `seen`.
     fn repin(&self, seen: Pinned, index: usize) {
         let mut pinned = lock(&self.pinned);
         if pinned.generation == seen.generation {
