@@ -21,13 +21,20 @@ async fn put_retrying(b: &EtcdBackend, k: Vec<u8>) -> i64 {
     }
 }
 
-#[tokio::test]
-async fn watch_and_writes_survive_each_member_going_down() {
+/// Three members that elect a new leader within about half a second.
+async fn fast_cluster() -> Option<EtcdCluster> {
     if !etcd_harness::require_etcd_binary() {
-        return;
+        return None;
     }
     let opts = EtcdOptions::new().with_args(["--heartbeat-interval=50", "--election-timeout=400"]);
-    let cluster = EtcdCluster::start_with(3, opts).await.unwrap();
+    Some(EtcdCluster::start_with(3, opts).await.unwrap())
+}
+
+#[tokio::test]
+async fn watch_and_writes_survive_each_member_going_down() {
+    let Some(cluster) = fast_cluster().await else {
+        return;
+    };
     let b = EtcdConfig::new(cluster.endpoints())
         .with_request_timeout(Duration::from_secs(2))
         .with_watch_backoff(Duration::from_millis(20), Duration::from_millis(200))
@@ -67,11 +74,9 @@ async fn watch_and_writes_survive_each_member_going_down() {
 /// member, without waiting for the HTTP/2 keep-alive (30 s here) to notice.
 #[tokio::test]
 async fn a_stopped_member_is_left_after_one_request_timeout() {
-    if !etcd_harness::require_etcd_binary() {
+    let Some(cluster) = fast_cluster().await else {
         return;
-    }
-    let opts = EtcdOptions::new().with_args(["--heartbeat-interval=50", "--election-timeout=400"]);
-    let cluster = EtcdCluster::start_with(3, opts).await.unwrap();
+    };
     let b = EtcdConfig::new(cluster.endpoints())
         .with_request_timeout(Duration::from_secs(1))
         .connect()
