@@ -378,13 +378,13 @@ async fn reader_behind_writers(env: &Env) {
 }
 
 /// A waiter's own key is deleted behind its back while it waits for several keys: its `lock()`
-/// fails with [`Error::SessionExpired`], never with a guard. First while keys are still ahead
+/// fails with [`Error::NotHeld`] (its lease lives), never with a guard. First while keys are still ahead
 /// of it, then in one transaction with the last key ahead of it.
 async fn own_key_deleted(env: &Env) {
     const NAME: &str = "calls-own";
     let observer = env.observer().await;
     let key = |c: &Contender| Mutex::new(&c.session, NAME).unwrap().key().to_vec();
-    let expired = |r: &coord_core::Result<()>| matches!(r, Err(Error::SessionExpired { .. }));
+    let expired = |r: &coord_core::Result<()>| matches!(r, Err(Error::NotHeld { .. }));
     let log = Log::default();
     let mut holder = Contender::start(env, 0, &log, &mutex(NAME)).await;
     holder.wait_acquired().await;

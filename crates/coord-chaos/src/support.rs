@@ -24,6 +24,7 @@ pub fn variant(e: &Error) -> &'static str {
         Error::Timeout => "Timeout",
         Error::Cancelled => "Cancelled",
         Error::Backend { .. } => "Backend",
+        Error::WouldDeadlock { .. } => "WouldDeadlock",
         _ => "Other",
     }
 }

@@ -345,8 +345,17 @@ async fn resume_what_is_not_ours(ctx: &Ctx) -> CaseResult {
         "Locked",
         "resume a live leadership",
     )?;
-    // A resumed session (same lease, as a restarted process has) with a made-up revision,
-    // then with the right one.
+    // A second live session on the lease is refused; a resumed one (the first detached, as
+    // a restarted process's predecessor is gone) with a made-up revision, then the right one.
+    expect_err(
+        Session::builder(ctx.ns.clone())
+            .with_lease(s1.lease())
+            .build()
+            .await,
+        "InvalidArgument",
+        "a second live session on a lease",
+    )?;
+    s1.detach();
     let resumed = Session::builder(ctx.ns.clone())
         .with_lease(s1.lease())
         .build()
@@ -365,8 +374,8 @@ async fn resume_what_is_not_ours(ctx: &Ctx) -> CaseResult {
     back.resign().await.unwrap();
     expect_err(
         l.resign().await,
-        "NotLeader",
-        "the old handle after the resumed one resigned",
+        "SessionClosed",
+        "the detached session's handle after the resumed one resigned",
     )?;
     resumed.close().await.unwrap();
     s1.close().await.unwrap();

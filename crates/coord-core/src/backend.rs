@@ -38,6 +38,20 @@ impl BackendLimits {
             max_ttl,
         }
     }
+
+    /// [`Error::InvalidArgument`] when `txn` may be too large for this store (by
+    /// [`Txn::size_bound`]), so a primitive can refuse it before sending anything. `what` names
+    /// the request for the message.
+    pub fn check_txn(&self, txn: &Txn, what: &str) -> Result<()> {
+        let size = txn.size_bound();
+        if size > self.max_request_bytes {
+            return Err(Error::invalid(format!(
+                "{what} would be a request of up to {size} bytes; this store takes at most {}",
+                self.max_request_bytes
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for BackendLimits {

@@ -6,10 +6,11 @@ use std::time::Duration;
 use crate::backend::{Backend, DynBackend};
 
 use crate::error::{Error, Result};
+use crate::held::HeldKey;
 use crate::kv::{KeyValue, PutRequest, RangeRequest, Revision};
 use crate::names::{name_prefix, session_key};
 use crate::observe::LeaderStream;
-use crate::queue::{HeldKey, Queue};
+use crate::queue::Queue;
 use crate::session::Session;
 use crate::txn::{Compare, CompareOp, Txn, TxnOp};
 
@@ -60,10 +61,19 @@ impl Election {
     /// is the backstop), so later candidates are not held up.
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
         let value = value.into();
-        check_value(&self.session, &self.key, &value)?;
+        self.queue
+            .check_size(&self.session, &self.key, &value, "leadership")?;
+        let turn = self.session.turn(&self.key, true).await?;
         let (held, notices, enqueued) = self
             .queue
-            .join(&self.session, self.key.clone(), &value, true, true)
+            .join(
+                &self.session,
+                self.key.clone(),
+                &value,
+                "leadership",
+                turn.into(),
+                true,
+            )
             .await?;
         let adopted_stale = matches!(&enqueued.adopted, Some(kv) if kv.value != value);
         let revision = self.queue.wait_turn(&held, notices, enqueued).await?;
@@ -133,20 +143,17 @@ impl Election {
                     && kv.lease == self.session.lease() => {}
             _ => return Err(Error::NotLeader),
         }
-        // Not `lock_owned().await`: that would wait for ever behind this session's own
+        // Not waiting for the turn: that would wait for ever behind this session's own
         // leadership of the name.
-        let permit = self
-            .session
-            .local_lock(&self.key)
-            .try_lock_owned()
-            .map_err(|_| Error::Locked)?;
-        let mut held = HeldKey::new(
+        let turn = self.session.turn(&self.key, false).await?;
+        let held = HeldKey::new(
             self.session.clone(),
             key,
             self.queue.watch_prefix.clone(),
-            Some(permit),
-        );
-        held.rev = rev;
+            "leadership",
+            Some(turn.into()),
+        )
+        .existing(rev);
         Ok(Leadership {
             held,
             revision: resp.header_revision,
@@ -184,20 +191,6 @@ impl ElectionObserver {
     pub fn observe(&self) -> LeaderStream {
         LeaderStream::start(self.backend.clone(), self.prefix.clone())
     }
-}
-
-/// Rejects a proposal the store could not take in one request.
-fn check_value(session: &Session, key: &[u8], value: &[u8]) -> Result<()> {
-    let max = session.backend().limits().max_request_bytes;
-    // Leave room for the key and the request framing.
-    let room = max.saturating_sub(key.len() + 512);
-    if value.len() > room {
-        return Err(Error::invalid(format!(
-            "proposal is {} bytes; this store takes at most {room}",
-            value.len()
-        )));
-    }
-    Ok(())
 }
 
 /// This session leads the election. End it with [`Leadership::resign`].
@@ -251,7 +244,6 @@ impl Leadership {
         let value = value.into();
         let session = &self.held.session;
         session.check_usable()?;
-        check_value(session, &self.held.key, &value)?;
         let txn = Txn::new()
             .when([Compare::create_revision(
                 self.held.key.to_vec(),
@@ -261,6 +253,7 @@ impl Leadership {
             .and_then([TxnOp::Put(
                 PutRequest::new(self.held.key.to_vec(), value).with_lease(session.lease()),
             )]);
+        session.backend().limits().check_txn(&txn, "proclaiming")?;
         let resp = session
             .backend()
             .txn(txn)
@@ -281,14 +274,14 @@ impl Leadership {
     ///
     /// Cancel safe: it only reads and waits.
     pub async fn lost(&self) -> Error {
-        self.held.lost("leadership").await
+        self.held.lost().await
     }
 
     /// Gives up leadership: deletes the leader key if it is still this term's, so the next
     /// candidate is elected. [`Error::NotLeader`] when the key had already been deleted, or
     /// [`Error::SessionExpired`] when the session's lease ended.
     pub async fn resign(self) -> Result<()> {
-        match self.held.release("leadership").await {
+        match self.held.release().await {
             Err(Error::NotHeld { .. }) => Err(Error::NotLeader),
             other => other,
         }

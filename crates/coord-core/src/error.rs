@@ -24,8 +24,10 @@ pub enum Error {
         reason: String,
     },
 
-    /// The guard was already released (unlock twice, resign twice) or its key is gone.
-    #[error("not held: {what} was already released or its key is gone")]
+    /// The guard was already released (unlock twice, resign twice), or its key was deleted
+    /// while the session's lease lives (e.g. by an operator): for a waiter, its place in the
+    /// queue is gone.
+    #[error("not held: the key of the {what} was released or deleted")]
     NotHeld {
         /// Which primitive, for humans.
         what: &'static str,
@@ -34,6 +36,15 @@ pub enum Error {
     /// `try_lock`/`try_read`/`try_write` found the lock held by someone else.
     #[error("locked by another session")]
     Locked,
+
+    /// The request conflicts with a lock this same session already holds or awaits on the same
+    /// name (a write lock asked while holding a read lock, or the reverse): it could only be
+    /// granted after that one is released, which never happens if the caller holds it.
+    #[error("would deadlock: {reason}")]
+    WouldDeadlock {
+        /// What conflicts, for humans.
+        reason: String,
+    },
 
     /// A leader-only operation (proclaim, resign) was made by a candidate that is not the leader.
     #[error("not the leader of this election")]

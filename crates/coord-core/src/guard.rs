@@ -1,8 +1,8 @@
 //! The guard of a held lock (mutex, read or write lock).
 
 use crate::error::{Error, Result};
+use crate::held::HeldKey;
 use crate::kv::Revision;
-use crate::queue::HeldKey;
 use crate::session::Session;
 use crate::txn::Compare;
 
@@ -18,7 +18,7 @@ pub enum LockKind {
 }
 
 impl LockKind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             LockKind::Mutex => "mutex",
             LockKind::Read => "read lock",
@@ -102,7 +102,7 @@ impl LockGuard {
     ///
     /// Cancel safe: it only reads and waits.
     pub async fn lost(&self) -> Error {
-        self.held.lost(self.kind.name()).await
+        self.held.lost().await
     }
 
     /// Releases the lock: deletes the key if it is still this guard's.
@@ -112,6 +112,6 @@ impl LockGuard {
     /// The delete is guarded by the key's create revision, so a retried release never removes
     /// a later holder's key.
     pub async fn unlock(self) -> Result<()> {
-        self.held.release(self.kind.name()).await
+        self.held.release().await
     }
 }

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::guard::{LockGuard, LockKind};
+use crate::held::HeldKey;
 use crate::names::{name_prefix, session_key};
-use crate::queue::{HeldKey, Queue};
+use crate::queue::{Enqueued, Queue, Waiting};
 use crate::session::Session;
 
 /// A named lock shared by every session that uses the same name on the same store.
@@ -40,8 +41,13 @@ impl Mutex {
     /// Waits until the lock is held.
     ///
     /// Fails with [`Error::SessionExpired`] if the session ends while waiting (never returns a
-    /// guard for a lock it does not hold), [`Error::SessionClosed`] after `close`, or a
+    /// guard for a lock it does not hold), [`Error::SessionClosed`] after `close`,
+    /// [`Error::NotHeld`] if its key is deleted while it waits (an operator removed it), or a
     /// backend error. On any failure the contender key is removed.
+    ///
+    /// Within one session, holders of one name take turns in-process (they share the key): a
+    /// second `lock` waits for the first guard of this session to be released, so a task must
+    /// not lock a name it already holds through the same session.
     ///
     /// # Cancel safety
     ///
@@ -76,22 +82,23 @@ impl Mutex {
         let (held, _notices, enqueued) = self.join(false).await?;
         if self.queue.is_blocked(&held, &enqueued).await? {
             // The lock stays Locked even if this cleanup fails: it is retried in the background.
-            let _ = held.release("try-lock").await;
+            let _ = held.release().await;
             return Err(Error::Locked);
         }
         Ok(LockGuard::new(held, enqueued.revision, LockKind::Mutex))
     }
 
-    async fn join(
-        &self,
-        wait: bool,
-    ) -> Result<(
-        HeldKey,
-        Option<tokio::sync::broadcast::Receiver<crate::watcher::Notice>>,
-        crate::queue::Enqueued,
-    )> {
+    async fn join(&self, wait: bool) -> Result<(HeldKey, Option<Waiting>, Enqueued)> {
+        let turn = self.session.turn(&self.key, wait).await?;
         self.queue
-            .join(&self.session, self.key.clone(), b"", true, wait)
+            .join(
+                &self.session,
+                self.key.clone(),
+                b"",
+                LockKind::Mutex.name(),
+                turn.into(),
+                true,
+            )
             .await
     }
 }

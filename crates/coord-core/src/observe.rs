@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::backend::DynBackend;
 use crate::error::{Error, Result};
 use crate::kv::{KeyRange, KeyValue, RangeRequest, Revision, SortOrder, SortTarget};
-use crate::watch::{EventKind, WatchRequest};
+use crate::watch::{next_revision, EventKind, WatchRequest};
 
 /// One observation of an election.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,8 +25,10 @@ pub struct Observation {
 
 /// The stream of an election's leaders, from [`crate::Election::observe`].
 ///
-/// Yields the current state first, then one item per change of leader or of the leader's
-/// value; revisions never go back, so it never reports an older leader after a newer one.
+/// Yields the current state first, then at most one item per store revision that changes the
+/// leader or the leader's value (all of a revision's events are applied before it is judged, so
+/// a reported leader's key exists at the reported revision); revisions never go back, so it
+/// never reports an older leader after a newer one.
 /// Watch errors and compaction are handled inside: it re-reads and resubscribes. It ends only
 /// with an error that retrying cannot fix (e.g. [`Error::PermissionDenied`]). Dropping it
 /// stops the background task.
@@ -121,7 +123,7 @@ async fn run(backend: DynBackend, prefix: Vec<u8>, tx: mpsc::Sender<Result<Obser
         // every change after it, and one that starts at the current revision stays in etcd's
         // synced group instead of waiting on its 100 ms catch-up loop.
         let watch = WatchRequest::new(KeyRange::prefix(prefix.clone()));
-        let mut events = match backend.watch(watch).await {
+        let events = match backend.watch(watch).await {
             Ok(s) => s,
             Err(e) => match retry_or_stop(&tx, e, &mut backoff).await {
                 true => continue,
@@ -147,19 +149,24 @@ async fn run(backend: DynBackend, prefix: Vec<u8>, tx: mpsc::Sender<Result<Obser
             return;
         }
         backoff = Duration::from_millis(20);
+        let mut events = events.peekable();
         loop {
             let item = tokio::select! {
                 _ = tx.closed() => return,
-                item = events.next() => item,
+                item = next_revision(&mut events) => item,
             };
             match item {
                 // Already part of the read.
-                Some(Ok(event)) if event.revision() <= revision => {}
-                Some(Ok(event)) => {
-                    revision = event.revision();
-                    match event.kind {
-                        EventKind::Put => candidates.put(event.kv),
-                        EventKind::Delete => candidates.delete(&event.kv.key),
+                Some(Ok((at, _))) if at <= revision => {}
+                // Every event of the revision first, then one observation: a revision that
+                // deletes the leader and the next in line has only the third as its leader.
+                Some(Ok((at, changes))) => {
+                    revision = at;
+                    for event in changes {
+                        match event.kind {
+                            EventKind::Put => candidates.put(event.kv),
+                            EventKind::Delete => candidates.delete(&event.kv.key),
+                        }
                     }
                     if emit(&tx, &mut seen, &candidates, revision).await.is_err() {
                         return;

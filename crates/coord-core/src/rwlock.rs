@@ -19,6 +19,16 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 /// earlier key. Order is by create revision, first come first served, so neither side starves:
 /// a writer waits only for readers that came before it, and readers that come after a waiting
 /// writer queue behind it.
+///
+/// # What one session may hold of one name
+///
+/// Any number of read locks, or write locks (taken in turn), but not both: asking for the
+/// write lock while this session holds or awaits a read lock of the same name, or for a read
+/// lock while it holds or awaits the write lock, fails at once with [`Error::WouldDeadlock`]
+/// (it could only be granted after the session's own lock is released). Tasks that must wait
+/// for each other use separate sessions. As with any fair read-write lock (tokio's too), a
+/// task holding a read lock must not ask for a second one on the same name: a writer queued in
+/// between makes it wait for ever.
 #[derive(Debug, Clone)]
 pub struct RwLock {
     session: Session,
@@ -42,7 +52,8 @@ impl RwLock {
         })
     }
 
-    /// Waits for a shared (read) lock.
+    /// Waits for a shared (read) lock. [`Error::WouldDeadlock`] at once when this session
+    /// holds or awaits the write lock of this name.
     ///
     /// # Cancel safety
     ///
@@ -51,7 +62,8 @@ impl RwLock {
         self.acquire(LockKind::Read, true).await
     }
 
-    /// Waits for the exclusive (write) lock.
+    /// Waits for the exclusive (write) lock. [`Error::WouldDeadlock`] at once when this
+    /// session holds or awaits a read lock of this name.
     ///
     /// # Cancel safety
     ///
@@ -107,14 +119,22 @@ impl RwLock {
             )
             .as_bytes(),
         );
-        let (held, notices, enqueued) = queue.join(&self.session, key, b"", false, wait).await?;
+        self.session.check_usable()?;
+        let claim = self.session.local().claim(
+            &self.writers.watch_prefix,
+            kind == LockKind::Write,
+            wait,
+        )?;
+        let (held, notices, enqueued) = queue
+            .join(&self.session, key, b"", kind.name(), claim.into(), false)
+            .await?;
         if wait {
             let revision = queue.wait_turn(&held, notices, enqueued).await?;
             return Ok(LockGuard::new(held, revision, kind));
         }
         if queue.is_blocked(&held, &enqueued).await? {
             // The lock stays Locked even if this cleanup fails: it is retried in the background.
-            let _ = held.release("try-lock").await;
+            let _ = held.release().await;
             return Err(Error::Locked);
         }
         Ok(LockGuard::new(held, enqueued.revision, kind))

@@ -1,21 +1,21 @@
 //! Session: a lease kept alive in the background, shared by every primitive built on it.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, DynBackend};
 use crate::error::{Error, Result};
 use crate::kv::LeaseId;
-use crate::watcher::PrefixWatch;
+use crate::live::LiveLease;
+use crate::local::{Local, Turn};
+use crate::watcher::NameWatches;
+pub use crate::watcher::DEFAULT_WATCH_LINGER;
 
 /// Default session TTL, in seconds (as etcd's Go package).
 pub const DEFAULT_TTL: i64 = 60;
@@ -31,9 +31,29 @@ pub const DEFAULT_TTL: i64 = 60;
 /// [`Session::close`] revokes it at once; dropping the last handle without closing stops the
 /// keep-alives and revokes the lease in the background (the TTL is the backstop).
 ///
-/// Each session also keeps one delete-only watch per lock or election name it has waited on, to
-/// learn of releases without polling (see the crate docs). Every session watching a name
-/// receives each release event of that name, filtered in-process.
+/// # One session per lease
+///
+/// A lease is one participant: two sessions on one lease would write the same mutex key and
+/// both believe they hold the lock, with one fencing token. So a process has at most one live
+/// session per lease: [`SessionBuilder::with_lease`] on a lease that a live session of this
+/// process has fails with [`Error::InvalidArgument`] (clone that session instead, or
+/// [`Session::detach`] it first). Across processes this cannot be detected: two processes that
+/// both resume one lease share its keys, as two processes on one Go `concurrency.Session`
+/// would. Resume a lease only in the process that took it over (a restart, an exec).
+///
+/// # Runtime
+///
+/// The keep-alive task runs on the tokio runtime the session was built on. When that runtime
+/// shuts down, the session ends at once ([`Session::lost`] fires and [`Session::is_lost`] is
+/// `true`) rather than letting the lease expire unnoticed; build sessions on a runtime that
+/// outlives their use.
+///
+/// # Watches
+///
+/// A session keeps one delete-only watch per lock or election name while it has a waiter or a
+/// holder there that needs it (see the crate docs), and closes it after a short linger
+/// ([`DEFAULT_WATCH_LINGER`], [`SessionBuilder::with_watch_linger`]) once none is left: open
+/// watches are bounded by the names in use, not by the names ever used.
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<SessionInner>,
@@ -43,12 +63,13 @@ struct SessionInner {
     backend: DynBackend,
     lease: LeaseId,
     ttl: i64,
-    /// Fires when the lease is lost or the session closed.
-    ended: CancellationToken,
+    /// Fires when the lease is lost or the session closed; leaves the process's live-lease set.
+    end: Arc<LiveLease>,
+    /// [`Session::close`] or [`Session::detach`] was called.
     closed: AtomicBool,
     keep_alive: std::sync::Mutex<Option<JoinHandle<()>>>,
-    watches: AsyncMutex<HashMap<Vec<u8>, Arc<PrefixWatch>>>,
-    local_locks: std::sync::Mutex<HashMap<Vec<u8>, Arc<AsyncMutex<()>>>>,
+    watches: Arc<NameWatches>,
+    local: Arc<Local>,
     runtime: Handle,
 }
 
@@ -57,7 +78,7 @@ impl fmt::Debug for Session {
         f.debug_struct("Session")
             .field("lease", &format_args!("{:x}", self.inner.lease))
             .field("ttl", &self.inner.ttl)
-            .field("ended", &self.inner.ended.is_cancelled())
+            .field("ended", &self.is_lost())
             .finish()
     }
 }
@@ -69,6 +90,7 @@ pub struct SessionBuilder {
     backend: DynBackend,
     ttl: i64,
     lease: Option<LeaseId>,
+    linger: Duration,
 }
 
 impl SessionBuilder {
@@ -79,23 +101,39 @@ impl SessionBuilder {
         self
     }
 
-    /// Use an existing lease instead of granting one. It must be alive
-    /// ([`Error::LeaseNotFound`] otherwise); its remaining TTL is read from the store.
+    /// Use an existing lease instead of granting one (a restarted process resuming its
+    /// predecessor's lease). It must be alive ([`Error::LeaseNotFound`] otherwise) and have no
+    /// live session in this process ([`Error::InvalidArgument`]; see "One session per
+    /// lease"). `build` renews it at once, so its remaining TTL, however short, is reset.
     pub fn with_lease(mut self, lease: LeaseId) -> Self {
         self.lease = Some(lease);
         self
     }
 
-    /// Grants (or checks) the lease and starts the keep-alive task.
+    /// How long a name's watch stays open after the session's last waiter or holder on that
+    /// name is gone (default [`DEFAULT_WATCH_LINGER`]). Longer saves re-registering watches
+    /// for names locked in quick succession; shorter frees them sooner.
+    pub fn with_watch_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Grants (or renews) the lease and starts the keep-alive task on the current runtime.
     pub async fn build(self) -> Result<Session> {
         let limits = self.backend.limits();
-        let (lease, ttl) = match self.lease {
+        let sent = Instant::now();
+        let (lease, ttl, end) = match self.lease {
             Some(id) => {
                 if id <= 0 {
                     return Err(Error::invalid(format!("lease id {id} must be positive")));
                 }
-                let ttl = self.backend.lease_time_to_live(id, false).await?;
-                (id, ttl.granted_ttl.max(1))
+                // Claimed before the renewal, so two concurrent builds cannot both pass.
+                let end = LiveLease::claim(id)?;
+                let ttl = self.backend.lease_keep_alive(id).await?;
+                if ttl <= 0 {
+                    return Err(Error::LeaseNotFound { lease: id });
+                }
+                (id, ttl, end)
             }
             None => {
                 if self.ttl < limits.min_ttl.max(1) || self.ttl > limits.max_ttl {
@@ -107,25 +145,34 @@ impl SessionBuilder {
                     )));
                 }
                 let grant = self.backend.lease_grant(self.ttl, None).await?;
-                (grant.id, grant.ttl)
+                (grant.id, grant.ttl, LiveLease::granted(grant.id))
             }
         };
+        end.lives_until(sent + Duration::from_secs(ttl.max(1) as u64));
+        let runtime = Handle::current();
+        let watches = NameWatches::new(
+            self.backend.clone(),
+            end.token(),
+            runtime.clone(),
+            self.linger,
+        );
         let inner = Arc::new(SessionInner {
             backend: self.backend,
             lease,
             ttl,
-            ended: CancellationToken::new(),
+            end,
             closed: AtomicBool::new(false),
             keep_alive: std::sync::Mutex::new(None),
-            watches: AsyncMutex::new(HashMap::new()),
-            local_locks: std::sync::Mutex::new(HashMap::new()),
-            runtime: Handle::current(),
+            watches,
+            local: Arc::default(),
+            runtime,
         });
         let task = tokio::spawn(keep_alive(
             inner.backend.clone(),
             lease,
             ttl,
-            inner.ended.clone(),
+            sent,
+            inner.end.clone(),
         ));
         *lock_unpoisoned(&inner.keep_alive) = Some(task);
         tracing::debug!(lease = format_args!("{lease:x}"), ttl, "session started");
@@ -145,6 +192,7 @@ impl Session {
             backend: into_dyn(backend),
             ttl: DEFAULT_TTL,
             lease: None,
+            linger: DEFAULT_WATCH_LINGER,
         }
     }
 
@@ -164,24 +212,31 @@ impl Session {
     }
 
     /// Resolves when the session ends: its lease was lost (expired, revoked, or keep-alives
-    /// failed for a whole TTL) or [`Session::close`] was called. From then on, every key on the
-    /// lease must be assumed gone.
+    /// failed for a whole TTL), its runtime shut down, or [`Session::close`] or
+    /// [`Session::detach`] was called. From then on, every key on the lease must be assumed
+    /// gone (or, after `detach`, someone else's).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only waits.
     pub async fn lost(&self) {
-        self.inner.ended.cancelled().await
+        self.inner.end.ended().await
     }
 
     /// Whether the session has ended (see [`Session::lost`]).
     pub fn is_lost(&self) -> bool {
-        self.inner.ended.is_cancelled()
+        self.inner.end.is_ended()
     }
 
-    /// Whether [`Session::close`] was called.
+    /// Whether [`Session::close`] (or [`Session::detach`]) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// How many names this session keeps a watch open on now: those with a waiter or a holder
+    /// that needs one, and those within their linger. Bounded by the names in use.
+    pub fn watched_names(&self) -> usize {
+        self.inner.watches.open_count()
     }
 
     /// Revokes the lease, deleting every key on it (releasing every lock and candidacy of this
@@ -195,12 +250,24 @@ impl Session {
             Ok(()) | Err(Error::LeaseNotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         };
-        self.inner.ended.cancel();
+        self.inner.end.end();
         tracing::debug!(
             lease = format_args!("{:x}", self.inner.lease),
             "session closed"
         );
         result
+    }
+
+    /// Ends the session in this process *without* revoking its lease: keep-alives stop, the
+    /// session's guards report [`Error::SessionClosed`] and release nothing, and the lease with
+    /// every key on it stays in the store until its TTL runs out, for a successor to resume
+    /// with [`SessionBuilder::with_lease`] (e.g. a process handing over to the one it execs).
+    /// Returns the lease id.
+    pub fn detach(&self) -> LeaseId {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.stop_keep_alive();
+        self.inner.end.end();
+        self.inner.lease
     }
 
     /// `Ok` while the session can be used; else the reason it cannot.
@@ -232,9 +299,9 @@ impl Session {
     pub(crate) fn lease_error(&self, e: Error) -> Error {
         match e {
             Error::LeaseNotFound { lease } if lease == self.inner.lease => {
-                if !self.inner.ended.is_cancelled() {
+                if !self.is_lost() {
                     tracing::warn!(lease = format_args!("{lease:x}"), "session lease lost");
-                    self.inner.ended.cancel();
+                    self.inner.end.end();
                 }
                 self.ended_error()
             }
@@ -246,38 +313,31 @@ impl Session {
         &self.inner.runtime
     }
 
-    /// The session's delete-only watch on `prefix`, if it is registered and running.
-    pub(crate) async fn running_prefix_watch(&self, prefix: &[u8]) -> Option<Arc<PrefixWatch>> {
-        let watches = self.inner.watches.lock().await;
-        watches.get(prefix).filter(|w| w.is_running()).cloned()
+    /// The session's watches, one per name in use.
+    pub(crate) fn watches(&self) -> &Arc<NameWatches> {
+        &self.inner.watches
     }
 
-    /// The session's delete-only watch on `prefix`, registered on first use.
-    pub(crate) async fn prefix_watch(&self, prefix: &[u8]) -> Result<Arc<PrefixWatch>> {
-        let mut watches = self.inner.watches.lock().await;
-        if let Some(w) = watches.get(prefix) {
-            if w.is_running() {
-                return Ok(w.clone());
+    /// The in-process turn on `key` for keys a session reuses (`name/<lease hex>`): two local
+    /// holders must not share one. Without `wait`, a taken turn is [`Error::Locked`] at once:
+    /// its holder holds the lock (or is waiting for it).
+    pub(crate) async fn turn(&self, key: &[u8], wait: bool) -> Result<Turn> {
+        self.check_usable()?;
+        let turn = if wait {
+            tokio::select! {
+                turn = self.inner.local.turn(key) => turn,
+                _ = self.lost() => return Err(self.ended_error()),
             }
-        }
-        let w = PrefixWatch::start(
-            self.inner.backend.clone(),
-            prefix.to_vec(),
-            self.inner.ended.clone(),
-        )
-        .await?;
-        watches.insert(prefix.to_vec(), w.clone());
-        Ok(w)
+        } else {
+            self.inner.local.try_turn(key).ok_or(Error::Locked)?
+        };
+        self.check_usable()?;
+        Ok(turn)
     }
 
-    /// The in-process lock that serialises this session's holders of one key: a session has one
-    /// key per mutex or election name, so two local holders must not share it.
-    pub(crate) fn local_lock(&self, key: &[u8]) -> Arc<AsyncMutex<()>> {
-        let mut locks = lock_unpoisoned(&self.inner.local_locks);
-        if let Some(lock) = locks.get(key) {
-            return lock.clone();
-        }
-        locks.entry(key.to_vec()).or_default().clone()
+    /// The session's in-process state (turns and rwlock claims).
+    pub(crate) fn local(&self) -> &Arc<Local> {
+        &self.inner.local
     }
 }
 
@@ -292,7 +352,7 @@ impl SessionInner {
 impl Drop for SessionInner {
     fn drop(&mut self) {
         self.stop_keep_alive();
-        self.ended.cancel();
+        self.end.end();
         if !self.closed.load(Ordering::Acquire) {
             // The last handle is gone without close(): revoke in the background so the keys
             // go now rather than after the TTL.
@@ -305,18 +365,37 @@ impl Drop for SessionInner {
     }
 }
 
+/// Ends the session when the keep-alive task stops for any reason, its runtime's shutdown
+/// included: a session whose lease nobody renews must not look alive.
+struct EndOnDrop(Arc<LiveLease>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 /// Renews the lease about every TTL/3. Declares it lost when the store says it is gone, or when
 /// renewals have failed for so long that it has surely expired: the deadline counts from when
-/// the last successful renewal was *sent*, as the store may have renewed it no later than that.
-async fn keep_alive(backend: DynBackend, lease: LeaseId, ttl: i64, ended: CancellationToken) {
+/// the last successful renewal (or the grant) was *sent*, as the store may have renewed it no
+/// later than that.
+async fn keep_alive(
+    backend: DynBackend,
+    lease: LeaseId,
+    ttl: i64,
+    renewed: Instant,
+    end: Arc<LiveLease>,
+) {
+    let end = EndOnDrop(end);
+    let token = end.0.token();
     let ttl = Duration::from_secs(ttl.max(1) as u64);
     let period = ttl / 3;
-    let mut expires = Instant::now() + ttl;
-    let mut next = Instant::now() + period;
+    let mut expires = renewed + ttl;
+    let mut next = renewed + period;
     loop {
         tokio::select! {
-            _ = ended.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep_until(next.min(expires)) => {}
         }
         let sent = Instant::now();
         if sent >= expires {
@@ -325,6 +404,7 @@ async fn keep_alive(backend: DynBackend, lease: LeaseId, ttl: i64, ended: Cancel
         match tokio::time::timeout_at(expires, backend.lease_keep_alive(lease)).await {
             Ok(Ok(left)) if left > 0 => {
                 expires = sent + Duration::from_secs(left as u64);
+                end.0.lives_until(expires);
                 next = sent + period;
             }
             Ok(Ok(_)) | Ok(Err(Error::LeaseNotFound { .. })) => break,
@@ -336,7 +416,6 @@ async fn keep_alive(backend: DynBackend, lease: LeaseId, ttl: i64, ended: Cancel
         }
     }
     tracing::warn!(lease = format_args!("{lease:x}"), "session lease lost");
-    ended.cancel();
 }
 
 fn into_dyn(backend: impl Backend) -> DynBackend {

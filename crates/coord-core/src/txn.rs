@@ -178,6 +178,60 @@ impl Txn {
     }
 }
 
+/// Bytes a protobuf field can add around its payload: a tag of up to 2 bytes and a length of
+/// up to 5.
+const FIELD: usize = 7;
+/// A bound on the integers and flags of one operation or compare (each varint at most 11
+/// bytes with its tag; a range request has 11 of them).
+const SCALARS: usize = 11 * 11;
+/// What a store adds around the transaction (etcd: the raft request header with its id and
+/// user name).
+const ENVELOPE: usize = 512;
+
+impl Txn {
+    /// An upper bound on the size of this transaction as a store receives it: every key, range
+    /// end and value, plus a fixed bound per field (etcd's protobuf encoding, which is what its
+    /// request limit counts). A transaction whose bound fits
+    /// [`BackendLimits::max_request_bytes`](crate::BackendLimits) is never refused as too large.
+    pub fn size_bound(&self) -> usize {
+        let compares: usize = self
+            .compares
+            .iter()
+            .map(|c| {
+                let value = match &c.target {
+                    CompareTarget::Value(v) => v.len(),
+                    _ => 0,
+                };
+                3 * FIELD + c.key.len() + value + SCALARS
+            })
+            .sum();
+        let ops: usize = self
+            .success
+            .iter()
+            .chain(&self.failure)
+            .map(|op| {
+                let bytes = match op {
+                    TxnOp::Range(r) => range_bytes(&r.range),
+                    TxnOp::Put(p) => p.key.len() + p.value.len(),
+                    TxnOp::Delete(d) => range_bytes(&d.range),
+                };
+                4 * FIELD + bytes + SCALARS
+            })
+            .sum();
+        ENVELOPE + compares + ops
+    }
+}
+
+/// A range's key and end bytes, at their longest encoding.
+fn range_bytes(range: &crate::kv::KeyRange) -> usize {
+    use crate::kv::KeyRange;
+    match range {
+        KeyRange::Key(k) => k.len(),
+        KeyRange::Prefix(p) | KeyRange::FromKey(p) => 2 * p.len() + 1,
+        KeyRange::Range { start, end } => start.len() + end.len() + 1,
+    }
+}
+
 /// The answer to a [`Txn`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxnResponse {

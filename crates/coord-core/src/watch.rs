@@ -91,3 +91,34 @@ impl WatchEvent {
 /// ([`crate::Error::Compacted`], [`crate::Error::Unavailable`], …) when the watch breaks; the
 /// watch is cancelled when the stream is dropped.
 pub type WatchStream = Pin<Box<dyn Stream<Item = crate::Result<WatchEvent>> + Send + 'static>>;
+
+/// A watch stream that can hand out one revision's events at a time.
+pub(crate) type PeekableWatch = futures::stream::Peekable<WatchStream>;
+
+/// The next revision's events, all of them: a backend delivers the events of one revision
+/// together (see the [`Backend`](crate::Backend) contract), so once the first is yielded the
+/// rest are ready, and a reader that took only the first would act on a state that never
+/// existed (e.g. a leader deleted in the same revision as the one before it). `None` when the
+/// stream ended; an error item is returned on its own, after the revision before it.
+///
+/// # Cancel safety
+///
+/// Cancel safe: only the first await can be pending, and nothing is taken before it resolves.
+pub(crate) async fn next_revision(
+    stream: &mut PeekableWatch,
+) -> Option<crate::Result<(Revision, Vec<WatchEvent>)>> {
+    use futures::{FutureExt, StreamExt};
+    let first = match stream.next().await? {
+        Ok(event) => event,
+        Err(e) => return Some(Err(e)),
+    };
+    let revision = first.revision();
+    let mut events = vec![first];
+    while let Some(Some(Ok(event))) = Pin::new(&mut *stream)
+        .next_if(|item| matches!(item, Ok(e) if e.revision() == revision))
+        .now_or_never()
+    {
+        events.push(event);
+    }
+    Some(Ok((revision, events)))
+}

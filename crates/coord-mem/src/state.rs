@@ -393,9 +393,8 @@ impl State {
     fn commit(&mut self, rev: Revision, log_start: usize) {
         self.rev = rev;
         let at = self.watchers.deliver_at();
-        for change in self.history.range(log_start..) {
-            self.watchers.publish(change, at);
-        }
+        let changes: Vec<&Change> = self.history.range(log_start..).collect();
+        self.watchers.publish(&changes, at);
         if self.rev - self.compact_rev > self.history_limit {
             self.compact_to(self.rev - self.history_limit);
         }
@@ -455,10 +454,10 @@ impl State {
         if start > 0 && start <= self.rev {
             let at = self.watchers.deliver_at();
             let from = self.history.partition_point(|c| c.rev < start);
-            for change in self.history.range(from..) {
-                if watcher.covers(change.key()) {
-                    watcher.offer(change, at);
-                }
+            let replay: Vec<&Change> = self.history.range(from..).collect();
+            // One message per revision, as live events.
+            for revision in replay.chunk_by(|a, b| a.rev == b.rev) {
+                watcher.offer(revision.iter().copied(), at);
             }
         }
         Ok(self.watchers.insert(watcher))

@@ -2,10 +2,12 @@
 //!
 //! Events are pushed at write time, under the store's lock, into one unbounded channel per
 //! watcher: a slow reader never blocks a writer, and a watcher that is behind never misses an
-//! event to compaction. Exact-key and prefix watchers are indexed, so finding the watchers of a
+//! event to compaction. A revision's events go to each watcher as one message, so once its
+//! first event is read the rest are ready (the contract: a revision is delivered together; sent
+//! one by one, a reader on another thread could see the first before the second was sent). Exact-key and prefix watchers are indexed, so finding the watchers of a
 //! change costs a few hash lookups however many watchers there are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -23,11 +25,11 @@ use crate::span::Span;
 use crate::state::Change;
 use crate::store::Inner;
 
-/// One item on its way to a watcher, with the time it may be delivered
-/// ([`crate::Faults::delay_watches`]).
+/// One revision's items (or an error) on their way to a watcher, with the time they may be
+/// delivered ([`crate::Faults::delay_watches`]).
 #[derive(Debug)]
 pub(crate) struct Envelope {
-    item: Result<WatchEvent>,
+    items: Vec<Result<WatchEvent>>,
     at: Option<Instant>,
 }
 
@@ -45,17 +47,31 @@ impl Watcher {
         Watcher { req, min_rev, tx }
     }
 
-    /// Sends `change` if this watcher wants it; `false` when the stream is gone.
-    pub(crate) fn offer(&self, change: &Change, at: Option<Instant>) -> bool {
+    /// The event this watcher wants for `change`, if any.
+    fn event_for(&self, change: &Change) -> Option<WatchEvent> {
         if change.rev < self.min_rev {
-            return true;
+            return None;
         }
         let is_put = change.new.is_some();
         if (is_put && self.req.no_put) || (!is_put && self.req.no_delete) {
-            return true;
+            return None;
         }
-        let item = Ok(event(change, self.req.prev_kv));
-        self.tx.send(Envelope { item, at }).is_ok()
+        Some(event(change, self.req.prev_kv))
+    }
+
+    /// Sends the events this watcher wants of one revision's `changes`, in one message;
+    /// `false` when the stream is gone.
+    pub(crate) fn offer<'a>(
+        &self,
+        changes: impl IntoIterator<Item = &'a Change>,
+        at: Option<Instant>,
+    ) -> bool {
+        let items: Vec<_> = changes
+            .into_iter()
+            .filter(|c| self.covers(c.key()))
+            .filter_map(|c| self.event_for(c).map(Ok))
+            .collect();
+        items.is_empty() || self.tx.send(Envelope { items, at }).is_ok()
     }
 
     /// Whether this watcher's range holds `key` (for watchers that are not indexed).
@@ -65,7 +81,7 @@ impl Watcher {
 
     fn fail(&self, error: Error, at: Option<Instant>) {
         let _ = self.tx.send(Envelope {
-            item: Err(error),
+            items: vec![Err(error)],
             at,
         });
     }
@@ -193,32 +209,44 @@ impl Watchers {
         }
     }
 
-    /// Sends `change` to every watcher that wants it; forgets watchers whose stream is gone.
-    pub(crate) fn publish(&mut self, change: &Change, at: Option<Instant>) {
+    /// Sends one revision's `changes` to every watcher that wants any of them, each watcher's
+    /// share in one message; forgets watchers whose stream is gone.
+    pub(crate) fn publish(&mut self, changes: &[&Change], at: Option<Instant>) {
         if self.all.is_empty() {
             return;
         }
-        let key = change.key();
-        let all = &self.all;
-        let dead = &mut self.dead;
-        let mut offer = |id: &u64| {
-            if let Some((w, _)) = all.get(id) {
-                if !w.offer(change, at) {
-                    dead.push(*id);
+        // Each watcher's events, in change order.
+        let mut batches: BTreeMap<u64, Vec<WatchEvent>> = BTreeMap::new();
+        for change in changes {
+            let key = change.key();
+            let all = &self.all;
+            let mut offer = |id: &u64| {
+                if let Some((w, _)) = all.get(id) {
+                    if let Some(event) = w.event_for(change) {
+                        batches.entry(*id).or_default().push(event);
+                    }
                 }
-            }
-        };
-        if let Some(ids) = self.exact.get(key) {
-            ids.iter().for_each(&mut offer);
-        }
-        for &len in self.prefix_lens.range(..=key.len()).map(|(len, _)| len) {
-            if let Some(ids) = self.prefixes.get(&key[..len]) {
+            };
+            if let Some(ids) = self.exact.get(key) {
                 ids.iter().for_each(&mut offer);
             }
+            for &len in self.prefix_lens.range(..=key.len()).map(|(len, _)| len) {
+                if let Some(ids) = self.prefixes.get(&key[..len]) {
+                    ids.iter().for_each(&mut offer);
+                }
+            }
+            for id in &self.other {
+                if all.get(id).is_some_and(|(w, _)| w.covers(key)) {
+                    offer(id);
+                }
+            }
         }
-        for id in &self.other {
-            if all.get(id).is_some_and(|(w, _)| w.covers(key)) {
-                offer(id);
+        for (id, events) in batches {
+            let items = events.into_iter().map(Ok).collect();
+            if let Some((w, _)) = self.all.get(&id) {
+                if w.tx.send(Envelope { items, at }).is_err() {
+                    self.dead.push(id);
+                }
             }
         }
         while let Some(id) = self.dead.pop() {
@@ -266,8 +294,10 @@ impl Drop for Registration {
 /// store's `watch_events` ([`crate::MemStore::stats`]).
 pub(crate) struct MemWatchStream {
     rx: UnboundedReceiver<Envelope>,
-    /// An item waiting for its delivery time.
-    pending: Option<Result<WatchEvent>>,
+    /// The rest of a revision being yielded (ready at once, as the contract requires).
+    ready: VecDeque<Result<WatchEvent>>,
+    /// A revision waiting for its delivery time.
+    pending: Option<Vec<Result<WatchEvent>>>,
     sleep: Option<Pin<Box<Sleep>>>,
     done: bool,
     /// The store's counters (kept even when the store is gone, like a `Counting` wrapper's).
@@ -283,6 +313,7 @@ impl MemWatchStream {
     ) -> Self {
         MemWatchStream {
             rx,
+            ready: VecDeque::new(),
             pending: None,
             sleep: None,
             done: false,
@@ -309,12 +340,16 @@ impl Stream for MemWatchStream {
             if this.done {
                 return Poll::Ready(None);
             }
+            if let Some(item) = this.ready.pop_front() {
+                return this.emit(item);
+            }
             if this.pending.is_some() {
                 if let Some(sleep) = this.sleep.as_mut() {
                     ready!(sleep.as_mut().poll(cx));
                 }
-                let item = this.pending.take().expect("checked above");
-                return this.emit(item);
+                this.ready
+                    .extend(this.pending.take().expect("checked above"));
+                continue;
             }
             let Some(env) = ready!(this.rx.poll_recv(cx)) else {
                 // Every sender is gone but no error was sent: the store itself was dropped.
@@ -327,9 +362,9 @@ impl Stream for MemWatchStream {
                         Some(sleep) => sleep.as_mut().reset(at),
                         None => this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
                     }
-                    this.pending = Some(env.item);
+                    this.pending = Some(env.items);
                 }
-                _ => return this.emit(env.item),
+                _ => this.ready.extend(env.items),
             }
         }
     }

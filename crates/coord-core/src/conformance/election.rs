@@ -179,9 +179,10 @@ async fn failover_on_close(ctx: &Ctx) -> Outcome {
 }
 
 scenario!(
-    /// Campaigning again with the same lease (a restarted process: a new session on the old
-    /// lease) and another value takes over the existing candidacy and proclaims the new
-    /// value, which observers see.
+    /// Campaigning again with the same lease (a restarted process: the old session detached,
+    /// a new one on its lease) and another value takes over the existing candidacy and
+    /// proclaims the new value, which observers see; the detached leadership's resign sends
+    /// nothing.
     election_recampaign_proclaims,
     Shared,
     recampaign_proclaims
@@ -199,6 +200,7 @@ async fn recampaign_proclaims(ctx: &Ctx) -> Outcome {
         "the leader before the recampaign",
     )
     .await?;
+    s1.detach();
     let again = Session::builder(ctx.store.clone())
         .with_lease(s1.lease())
         .build()
@@ -229,12 +231,17 @@ async fn recampaign_proclaims(ctx: &Ctx) -> Outcome {
         "leader() value after the recampaign"
     );
     ensure_eq!(ctx.keys(b"e/").await?.len(), 1, "candidate keys: still one");
-    l2.resign().await?;
     expect_err(
         l1.resign().await,
-        |e| matches!(e, Error::NotLeader),
-        "resign() of the taken-over leadership",
+        |e| matches!(e, Error::SessionClosed),
+        "resign() of the detached session's leadership",
     )?;
+    ensure_eq!(
+        ctx.keys(b"e/").await?.len(),
+        1,
+        "the detached session's resign deleted nothing"
+    );
+    l2.resign().await?;
     expect_observed(&mut obs, None, &mut rev, "no leader after the resign").await?;
     Ok(())
 }
@@ -260,6 +267,17 @@ async fn resume(ctx: &Ctx) -> Outcome {
         .pop()
         .ok_or_else(|| Failure::new("no follower key"))?;
 
+    // One live session per lease in a process: resuming needs the old one detached, as a
+    // restarted process's predecessor is gone.
+    expect_err(
+        Session::builder(ctx.store.clone())
+            .with_lease(s1.lease())
+            .build()
+            .await,
+        |e| matches!(e, Error::InvalidArgument { .. }),
+        "a second live session on the leader's lease",
+    )?;
+    s1.detach();
     let restarted = Session::builder(ctx.store.clone())
         .with_lease(s1.lease())
         .build()
@@ -277,13 +295,8 @@ async fn resume(ctx: &Ctx) -> Outcome {
         not_leader,
         "resume with another key",
     )?;
-    let s2b = Session::builder(ctx.store.clone())
-        .with_lease(s2.lease())
-        .build()
-        .await?;
-    ctx.track_session(&s2b);
     expect_err(
-        Election::new(&s2b, "e")?
+        Election::new(&s2, "e")?
             .resume(follower.key.clone(), follower.create_revision)
             .await,
         not_leader,
@@ -308,8 +321,8 @@ async fn resume(ctx: &Ctx) -> Outcome {
     )?;
     expect_err(
         l1.resign().await,
-        not_leader,
-        "resign() of the original leadership after the resumed one resigned",
+        |e| matches!(e, Error::SessionClosed),
+        "resign() of the detached session's leadership (sends nothing)",
     )?;
     l2.resign().await?;
     Ok(())
@@ -641,4 +654,174 @@ async fn cancelled_campaign(ctx: &Ctx) -> Outcome {
     })
     .await?;
     Ok(())
+}
+
+scenario!(
+    /// One revision that deletes several candidates is one observation: when a transaction
+    /// deletes the leader and the next in line, the observer reports the third (never the
+    /// deleted second), as `leader()` does; when one delete removes every candidate, it
+    /// reports no leader.
+    election_observe_one_revision,
+    Shared,
+    observe_one_revision
+);
+
+async fn observe_one_revision(ctx: &Ctx) -> Outcome {
+    let [s1, s2, s3] = three(ctx.sessions(3).await?)?;
+    let e1 = Election::new(&s1, "e")?;
+    let l1 = e1.campaign("one").await?;
+    let c2 = spawn_campaign(&Election::new(&s2, "e")?, "two");
+    ctx.wait_keys(b"e/", 2).await?;
+    let c3 = spawn_campaign(&Election::new(&s3, "e")?, "three");
+    ctx.wait_keys(b"e/", 3).await?;
+    let mut obs = e1.observe();
+    let mut rev = 0;
+    expect_observed(&mut obs, is(&l1, "one"), &mut rev, "the first leader").await?;
+    let keys = ctx.keys(b"e/").await?;
+    let txn = crate::txn::Txn::new().and_then([
+        crate::txn::TxnOp::Delete(DeleteRequest::key(keys[0].key.clone())),
+        crate::txn::TxnOp::Delete(DeleteRequest::key(keys[1].key.clone())),
+    ]);
+    ctx.store.txn(txn).await?;
+    let third = Some((
+        "three".to_string(),
+        keys[2].key.clone(),
+        keys[2].create_revision,
+    ));
+    let o = expect_observed(
+        &mut obs,
+        third,
+        &mut rev,
+        "the leader after one txn deleted the first two",
+    )
+    .await?;
+    let l3 = elected(join("the third candidate", c3).await?, "third")?;
+    ensure_eq!(
+        l3.rev(),
+        keys[2].create_revision,
+        "the third candidate's term"
+    );
+    ensure_eq!(
+        e1.leader().await?.key,
+        keys[2].key,
+        "leader() after the txn"
+    );
+    expect_err(
+        join("the second candidate, whose key was deleted", c2).await?,
+        |e| matches!(e, Error::NotHeld { .. }),
+        "campaign() of the deleted second candidate",
+    )?;
+    ensure!(o.revision > 0, "observation revision");
+
+    expect_err(
+        l1.resign().await,
+        |e| matches!(e, Error::NotLeader),
+        "resign() of the leadership whose key the txn deleted",
+    )?;
+    // Every candidate at once (`etcdctl del --prefix`).
+    let mut c4 = spawn_campaign(&Election::new(&s1, "e")?, "four");
+    ctx.wait_keys(b"e/", 2).await?;
+    still_waiting("the fourth candidate", &mut c4).await?;
+    ctx.store
+        .delete(DeleteRequest::prefix(b"e/".to_vec()))
+        .await?;
+    expect_observed(&mut obs, None, &mut rev, "no leader after del --prefix").await?;
+    expect_err(
+        e1.leader().await,
+        |e| matches!(e, Error::NoLeader),
+        "leader() after del --prefix",
+    )?;
+    expect_err(
+        join("the fourth candidate", c4).await?,
+        |e| matches!(e, Error::NotHeld { .. }),
+        "campaign() whose key del --prefix removed",
+    )?;
+    drop(l3);
+    Ok(())
+}
+
+scenario!(
+    /// The proposal size check matches the store: with the longest name, the largest proposal
+    /// `campaign` accepts is stored, and one byte more is [`Error::InvalidArgument`] before
+    /// anything is sent; `proclaim` likewise.
+    election_proposal_size_limit,
+    Shared,
+    proposal_size_limit
+);
+
+async fn proposal_size_limit(ctx: &Ctx) -> Outcome {
+    let s = ctx.session().await?;
+    let name = vec![b'n'; crate::names::MAX_NAME_LEN];
+    let e = Election::new(&s, &name)?;
+    let invalid = |e: &Error| matches!(e, Error::InvalidArgument { .. });
+    let limit = ctx.store.limits().max_request_bytes;
+    let biggest = largest_accepted(limit, |len| {
+        let e = e.clone();
+        async move {
+            let l = e.campaign(vec![b'v'; len]).await?;
+            l.resign().await
+        }
+    })
+    .await?;
+    ensure!(
+        biggest + 64 * 1024 > limit,
+        "the largest accepted proposal ({biggest} bytes) is far below the store's limit"
+    );
+    expect_err(
+        e.campaign(vec![b'v'; biggest + 1]).await,
+        invalid,
+        "campaign one byte over",
+    )?;
+    let l = e.campaign(vec![b'v'; biggest]).await?;
+    ensure_eq!(
+        e.leader().await?.value.len(),
+        biggest,
+        "the largest proposal is stored"
+    );
+    let leader = &l;
+    let biggest_proclaim = largest_accepted(limit, |len| async move {
+        leader.proclaim(vec![b'w'; len]).await
+    })
+    .await?;
+    ensure!(
+        biggest_proclaim >= biggest,
+        "proclaim accepts less ({biggest_proclaim}) than campaign ({biggest})"
+    );
+    expect_err(
+        l.proclaim(vec![b'w'; biggest_proclaim + 1]).await,
+        invalid,
+        "proclaim one byte over",
+    )?;
+    ensure_eq!(
+        e.leader().await?.value.len(),
+        biggest_proclaim,
+        "the largest proclaimed value is stored"
+    );
+    l.resign().await?;
+    ensure_eq!(ctx.keys(b"").await?.len(), 0, "keys left by refused calls");
+    Ok(())
+}
+
+/// The largest length in `0..=limit` that `call` accepts, by bisection: a length it refuses
+/// must be [`Error::InvalidArgument`] (refused before anything is sent, so the search costs only
+/// the accepted calls); any other error means the library accepted what the store refused.
+async fn largest_accepted<F, Fut>(limit: usize, mut call: F) -> Outcome<usize>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let (mut ok, mut refused) = (0usize, limit + 1);
+    while refused - ok > 1 {
+        let mid = ok + (refused - ok) / 2;
+        match call(mid).await {
+            Ok(()) => ok = mid,
+            Err(Error::InvalidArgument { .. }) => refused = mid,
+            Err(err) => {
+                return Err(Failure::new(format!(
+                    "a {mid}-byte value the library accepted failed at the store: {err} ({err:?})"
+                )))
+            }
+        }
+    }
+    Ok(ok)
 }

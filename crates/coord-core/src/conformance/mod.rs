@@ -62,24 +62,27 @@ use std::pin::Pin;
 pub use election::{
     election_cancelled_campaign, election_failover_on_close, election_name_prefix_of_key,
     election_not_leader_after_loss, election_observe_after_compaction, election_observe_leaders,
-    election_proclaim_observed, election_recampaign_proclaims, election_resume,
-    election_tokens_rise,
+    election_observe_one_revision, election_proclaim_observed, election_proposal_size_limit,
+    election_recampaign_proclaims, election_resume, election_tokens_rise,
 };
 pub use lease::{storage_lease_expiry, storage_lease_lifecycle, storage_lease_unknown};
 pub use mutex::{
     mutex_cancelled_waiter, mutex_dropped_guard_releases, mutex_exclusion,
-    mutex_guard_lost_on_revoke, mutex_is_owner_fencing, mutex_names_apart,
-    mutex_released_on_session_close, mutex_same_session_relock, mutex_try_lock_one_wins,
-    mutex_try_lock_same_session, mutex_unlock_after_key_gone, mutex_waiter_ahead_expires,
-    mutex_waiter_session_closed, mutex_waiter_session_revoked,
+    mutex_guard_lost_on_revoke, mutex_is_owner_fencing, mutex_lost_on_key_delete,
+    mutex_names_apart, mutex_released_on_session_close, mutex_same_session_relock,
+    mutex_try_lock_one_wins, mutex_try_lock_same_session, mutex_unlock_after_key_gone,
+    mutex_waiter_ahead_expires, mutex_waiter_key_deleted, mutex_waiter_session_closed,
+    mutex_waiter_session_revoked, mutex_watches_bounded,
 };
 pub use rwlock::{
     rwlock_cancelled_writer, rwlock_contention, rwlock_fifo_fairness, rwlock_reader_expires,
-    rwlock_readers_share, rwlock_try_variants, rwlock_writer_excludes,
+    rwlock_readers_share, rwlock_same_session_conflicts, rwlock_try_variants,
+    rwlock_writer_excludes,
 };
 pub use session::{
     primitives_reject_bad_input, session_close, session_existing_lease, session_invalid_ttl,
-    session_lost_on_revoke, session_unknown_lease,
+    session_lost_on_revoke, session_one_per_lease, session_resumed_lease_renewed,
+    session_unknown_lease,
 };
 pub use storage::{
     storage_compaction, storage_key_metadata, storage_past_revision_reads,
@@ -117,6 +120,8 @@ macro_rules! __coord_conformance_scenarios {
             session_existing_lease,
             session_close,
             session_lost_on_revoke,
+            session_one_per_lease,
+            session_resumed_lease_renewed,
             primitives_reject_bad_input,
             mutex_exclusion,
             mutex_try_lock_one_wins,
@@ -132,6 +137,9 @@ macro_rules! __coord_conformance_scenarios {
             mutex_is_owner_fencing,
             mutex_dropped_guard_releases,
             mutex_names_apart,
+            mutex_lost_on_key_delete,
+            mutex_waiter_key_deleted,
+            mutex_watches_bounded,
             rwlock_readers_share,
             rwlock_writer_excludes,
             rwlock_fifo_fairness,
@@ -139,6 +147,7 @@ macro_rules! __coord_conformance_scenarios {
             rwlock_try_variants,
             rwlock_cancelled_writer,
             rwlock_reader_expires,
+            rwlock_same_session_conflicts,
             election_observe_leaders,
             election_failover_on_close,
             election_recampaign_proclaims,
@@ -148,7 +157,9 @@ macro_rules! __coord_conformance_scenarios {
             election_proclaim_observed,
             election_not_leader_after_loss,
             election_tokens_rise,
-            election_cancelled_campaign
+            election_cancelled_campaign,
+            election_observe_one_revision,
+            election_proposal_size_limit
         }
     };
 }

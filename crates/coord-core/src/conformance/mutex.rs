@@ -715,3 +715,163 @@ async fn names_apart(ctx: &Ctx) -> Outcome {
     .await?;
     Ok(())
 }
+
+scenario!(
+    /// A guard's `lost()` reports a delete of its key by someone else (an operator's `del`)
+    /// with [`Error::NotHeld`], for a lock taken at once and for one taken after waiting; and
+    /// it is cheap in a `select!` loop: once set up (the first call of an uncontended holder:
+    /// one watch and one read; none for a holder that waited), calling it again costs no
+    /// backend call.
+    mutex_lost_on_key_delete,
+    Shared,
+    lost_on_key_delete
+);
+
+async fn lost_on_key_delete(ctx: &Ctx) -> Outcome {
+    let counting = crate::counting::Counting::new(ctx.store.clone());
+    let s = crate::session::Session::new(counting.clone(), super::support::SESSION_TTL).await?;
+    ctx.track_session(&s);
+    let other = ctx.session().await?;
+
+    // Taken at once: nothing watched until lost() is first awaited.
+    let guard = Mutex::new(&s, "a")?.lock().await?;
+    let before = counting.counts();
+    ensure!(
+        tokio::time::timeout(SETTLE, guard.lost()).await.is_err(),
+        "lost() resolved while the lock was held"
+    );
+    let set_up = counting.counts().since(&before);
+    ensure!(
+        set_up.calls() <= 2,
+        "setting lost() up costs at most a watch and a read: {set_up}"
+    );
+    let before = counting.counts();
+    for _ in 0..100 {
+        ensure!(
+            futures::FutureExt::now_or_never(guard.lost()).is_none(),
+            "lost() resolved while the lock was held"
+        );
+    }
+    let looped = counting.counts().since(&before);
+    ensure_eq!(looped.calls(), 0, "backend calls of 100 more lost() calls");
+    ctx.store
+        .delete(DeleteRequest::key(guard.key().to_vec()))
+        .await?;
+    let e = within(PROMPT, "lost() after the key was deleted", guard.lost()).await?;
+    ensure!(
+        matches!(e, Error::NotHeld { .. }),
+        "lost() after an operator deleted the key: {e:?}"
+    );
+    let other_guard = within(
+        PROMPT,
+        "another session's try_lock after the delete",
+        Mutex::new(&other, "a")?.try_lock(),
+    )
+    .await??;
+    other_guard.unlock().await?;
+    expect_err(
+        guard.unlock().await,
+        |e| matches!(e, Error::NotHeld { .. }),
+        "unlock() of a deleted key",
+    )?;
+
+    // Taken after waiting: the wait's watch keeps reporting, no setup call at all.
+    let held = Mutex::new(&other, "b")?.lock().await?;
+    let waiter = spawn_lock(&Mutex::new(&s, "b")?);
+    ctx.wait_keys(b"b/", 2).await?;
+    held.unlock().await?;
+    let guard = acquired(join("the waiter", waiter).await?, "waiter")?;
+    let before = counting.counts();
+    for _ in 0..100 {
+        ensure!(
+            futures::FutureExt::now_or_never(guard.lost()).is_none(),
+            "lost() of the waiter resolved while it held the lock"
+        );
+    }
+    ensure_eq!(
+        counting.counts().since(&before).calls(),
+        0,
+        "backend calls of 100 lost() calls by a holder that waited"
+    );
+    ctx.store
+        .delete(DeleteRequest::key(guard.key().to_vec()))
+        .await?;
+    let e = within(
+        PROMPT,
+        "lost() of the waiter after the delete",
+        guard.lost(),
+    )
+    .await?;
+    ensure!(
+        matches!(e, Error::NotHeld { .. }),
+        "lost() of the waiter after the delete: {e:?}"
+    );
+    drop(guard);
+    Ok(())
+}
+
+scenario!(
+    /// A waiter whose key is deleted by someone else while its lease lives gets
+    /// [`Error::NotHeld`] (not [`Error::SessionExpired`]), and its session stays usable.
+    mutex_waiter_key_deleted,
+    Shared,
+    waiter_key_deleted
+);
+
+async fn waiter_key_deleted(ctx: &Ctx) -> Outcome {
+    let [h, w] = two(ctx.sessions(2).await?)?;
+    let guard = Mutex::new(&h, "lock")?.lock().await?;
+    let mutex = Mutex::new(&w, "lock")?;
+    let waiter = spawn_lock(&mutex);
+    ctx.wait_keys(b"lock/", 2).await?;
+    ctx.store
+        .delete(DeleteRequest::key(mutex.key().to_vec()))
+        .await?;
+    expect_err(
+        join("the waiter whose key was deleted", waiter).await?,
+        |e| matches!(e, Error::NotHeld { .. }),
+        "lock() of a waiter whose key an operator deleted",
+    )?;
+    ensure!(!w.is_lost(), "the waiter's session ended with its key");
+    guard.unlock().await?;
+    let again = within(PROMPT, "lock() again on that session", mutex.lock()).await??;
+    again.unlock().await?;
+    Ok(())
+}
+
+scenario!(
+    /// A session keeps a name's watch only while it has a waiter or holder there: after
+    /// locking many contended names in turn, it keeps none open once their linger passed,
+    /// and its in-process state is empty.
+    mutex_watches_bounded,
+    Shared,
+    watches_bounded
+);
+
+async fn watches_bounded(ctx: &Ctx) -> Outcome {
+    let holder = ctx.session().await?;
+    let worker = crate::session::Session::builder(ctx.store.clone())
+        .with_ttl(super::support::SESSION_TTL)
+        .with_watch_linger(Duration::from_millis(50))
+        .build()
+        .await?;
+    ctx.track_session(&worker);
+    for i in 0..40 {
+        let name = format!("order/{i}");
+        let held = Mutex::new(&holder, &name)?.lock().await?;
+        let waiter = spawn_lock(&Mutex::new(&worker, &name)?);
+        ctx.wait_keys(format!("{name}/").as_bytes(), 2).await?;
+        held.unlock().await?;
+        let guard = acquired(join("the worker", waiter).await?, "worker")?;
+        ensure!(
+            worker.watched_names() >= 1,
+            "the worker watches the name it waited on"
+        );
+        guard.unlock().await?;
+    }
+    eventually("the worker's watches closed after their linger", || async {
+        Ok(worker.watched_names() == 0)
+    })
+    .await?;
+    Ok(())
+}

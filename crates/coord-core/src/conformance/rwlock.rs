@@ -383,3 +383,78 @@ async fn reader_expires(ctx: &Ctx) -> Outcome {
     gw.unlock().await?;
     Ok(())
 }
+
+scenario!(
+    /// One session may hold read locks or write locks of a name, not both: the write lock
+    /// asked while the session holds (or awaits) a read lock, or a read lock while it holds
+    /// the write lock, is [`Error::WouldDeadlock`] at once (the try-variants: [`Error::Locked`]),
+    /// and nothing is written; once released, the other side works. Other sessions are not
+    /// affected.
+    rwlock_same_session_conflicts,
+    Shared,
+    same_session_conflicts
+);
+
+async fn same_session_conflicts(ctx: &Ctx) -> Outcome {
+    let [s, other] = two(ctx.sessions(2).await?)?;
+    let lock = RwLock::new(&s, "rw")?;
+    let deadlock = |e: &Error| matches!(e, Error::WouldDeadlock { .. });
+    let r = lock.read().await?;
+    expect_err(
+        within(PROMPT, "write() while reading", lock.write()).await?,
+        deadlock,
+        "write() while this session holds a read lock",
+    )?;
+    expect_err(
+        within(
+            PROMPT,
+            "write_timeout() while reading",
+            lock.write_timeout(PROMPT * 2),
+        )
+        .await?,
+        deadlock,
+        "write_timeout() while this session holds a read lock",
+    )?;
+    expect_err(lock.try_write().await, locked, "try_write() while reading")?;
+    ensure_eq!(ctx.keys(b"rw/").await?.len(), 1, "keys: only the read lock");
+    let r2 = lock.read().await?;
+    r2.unlock().await?;
+    r.unlock().await?;
+
+    let w = lock.write().await?;
+    expect_err(
+        within(PROMPT, "read() while writing", lock.read()).await?,
+        deadlock,
+        "read() while this session holds the write lock",
+    )?;
+    expect_err(lock.try_read().await, locked, "try_read() while writing")?;
+    let mut theirs = spawn_read(&RwLock::new(&other, "rw")?);
+    still_waiting(
+        "another session's read() while the write lock is held",
+        &mut theirs,
+    )
+    .await?;
+    w.unlock().await?;
+    let theirs = acquired(join("the other session's read()", theirs).await?, "read")?;
+
+    // A read that is still waiting counts too.
+    let writer = RwLock::new(&other, "rw2")?.write().await?;
+    let mut waiting = spawn_read(&RwLock::new(&s, "rw2")?);
+    ctx.wait_keys(b"rw2/", 2).await?;
+    expect_err(
+        within(
+            PROMPT,
+            "write() while a read waits",
+            RwLock::new(&s, "rw2")?.write(),
+        )
+        .await?,
+        deadlock,
+        "write() while this session awaits a read lock",
+    )?;
+    still_waiting("the waiting read", &mut waiting).await?;
+    writer.unlock().await?;
+    let read = acquired(join("the waiting read", waiting).await?, "read")?;
+    read.unlock().await?;
+    theirs.unlock().await?;
+    Ok(())
+}

@@ -322,3 +322,89 @@ async fn reject_bad_input(ctx: &Ctx) -> Outcome {
     );
     Ok(())
 }
+
+scenario!(
+    /// One live session per lease in a process: a second one on the lease of a live session
+    /// is [`Error::InvalidArgument`] (two would share one lock key and both hold it). After
+    /// `detach()` the first is ended (`lost()` resolves, its guard's release sends nothing and
+    /// is [`Error::SessionClosed`]) while the lease and its keys stay, and a new session on
+    /// the lease takes them over.
+    session_one_per_lease,
+    Shared,
+    one_per_lease
+);
+
+async fn one_per_lease(ctx: &Ctx) -> Outcome {
+    let s1 = ctx.session().await?;
+    let g1 = Mutex::new(&s1, "lock")?.lock().await?;
+    expect_err(
+        Session::builder(ctx.store.clone())
+            .with_lease(s1.lease())
+            .build()
+            .await,
+        invalid,
+        "a second session on a live session's lease",
+    )?;
+    ensure!(holds(ctx, g1.is_owner()).await?, "the holder still holds");
+    let lease = s1.detach();
+    ensure!(
+        s1.is_lost() && s1.is_closed(),
+        "is_lost/is_closed after detach()"
+    );
+    within(PROMPT, "lost() after detach()", s1.lost()).await?;
+    ensure!(
+        ctx.store.lease_time_to_live(lease, false).await.is_ok(),
+        "detach() left the lease alive"
+    );
+    ensure_eq!(ctx.keys(b"lock/").await?.len(), 1, "detach() left the key");
+    let s2 = Session::builder(ctx.store.clone())
+        .with_lease(lease)
+        .build()
+        .await?;
+    ctx.track_session(&s2);
+    let g2 = within(
+        PROMPT,
+        "lock() on the resumed lease",
+        Mutex::new(&s2, "lock")?.lock(),
+    )
+    .await??;
+    ensure_eq!(g2.key(), g1.key(), "the resumed session's key");
+    expect_err(
+        g1.unlock().await,
+        closed,
+        "unlock() through the detached session",
+    )?;
+    ensure!(
+        holds(ctx, g2.is_owner()).await?,
+        "the detached guard's unlock left the resumed holder's key"
+    );
+    g2.unlock().await?;
+    Ok(())
+}
+
+scenario!(
+    /// A session on an existing lease renews it at once: a lease with little time left does
+    /// not expire under the new session.
+    session_resumed_lease_renewed,
+    Shared,
+    resumed_lease_renewed
+);
+
+async fn resumed_lease_renewed(ctx: &Ctx) -> Outcome {
+    let lease = ctx.grant(4).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let s = Session::builder(ctx.store.clone())
+        .with_lease(lease.id)
+        .build()
+        .await?;
+    ctx.track_session(&s);
+    let left = ctx.store.lease_time_to_live(lease.id, false).await?;
+    ensure!(
+        left.ttl >= 3,
+        "TTL left right after the session resumed the lease: {} s of {}",
+        left.ttl,
+        left.granted_ttl
+    );
+    ensure_eq!(s.ttl(), 4, "the session's TTL");
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! A contender's key, from its write to its release, and how its loss is detected.
+//!
+//! A key is lost when the session ends or when anyone but its own release deletes it (an
+//! operator's `etcdctl del`, a revoke). The session's watch on the name reports the delete; a
+//! holder that waited was already subscribed before its key was written, so it knows of every
+//! delete since, and one that never waited registers on its first [`HeldKey::lost`] and reads
+//! its key once. After that, `lost()` only waits: it is cheap in a `select!` loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sync_wrapper::SyncWrapper;
+use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::kv::{DeleteRequest, RangeRequest, Revision};
+use crate::local::LocalHold;
+use crate::session::Session;
+use crate::txn::{Compare, CompareOp, Txn, TxnOp, TxnResponse};
+use crate::watcher::{Holding, Notice, WatchUse};
+
+/// A key written for a contender, deleted again unless it is handed over to a guard.
+///
+/// Dropping it once its write was sent (a cancelled acquire, a failed wait, a dropped guard)
+/// spawns the delete on the session's runtime; the session's lease is the backstop.
+pub(crate) struct HeldKey {
+    pub session: Session,
+    pub key: Arc<[u8]>,
+    /// Create revision, `0` while unknown (then the cleanup deletes unconditionally, which is
+    /// safe: the key is this session's alone, serialised by `local` where it is reused).
+    pub rev: Revision,
+    /// What holds the key, for messages ("mutex", "read lock", "leadership").
+    pub what: &'static str,
+    /// This session's in-process turn or claim on the name, kept until the key is gone.
+    local: Option<LocalHold>,
+    /// The prefix the session watches for this key's name.
+    watch_prefix: Vec<u8>,
+    /// The transaction writing the key, while its answer is awaited (see `write_txn`). In a
+    /// `SyncWrapper`, only ever reached through `&mut`, so that `&HeldKey` can cross awaits.
+    in_flight: SyncWrapper<Option<BoxFuture<'static, Result<TxnResponse>>>>,
+    /// Cancelled when the name's watch (or a read) finds the key deleted.
+    gone: CancellationToken,
+    /// The name's watch, kept while the key is held, once loss detection is set up.
+    watching: OnceCell<Watching>,
+    /// Whether dropping this deletes the key: once its write was sent, until it is released.
+    release_on_drop: bool,
+}
+
+/// Loss detection in place: a use of the name's watch and this key's registration with it.
+struct Watching {
+    _usage: WatchUse,
+    _holding: Holding,
+}
+
+impl std::fmt::Debug for HeldKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldKey")
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("rev", &self.rev)
+            .finish()
+    }
+}
+
+impl HeldKey {
+    /// A key about to be written (nothing to clean up until [`HeldKey::write_txn`] sends it).
+    pub(crate) fn new(
+        session: Session,
+        key: Vec<u8>,
+        watch_prefix: Vec<u8>,
+        what: &'static str,
+        local: Option<LocalHold>,
+    ) -> Self {
+        HeldKey {
+            session,
+            key: key.into(),
+            rev: 0,
+            what,
+            local,
+            watch_prefix,
+            in_flight: SyncWrapper::new(None),
+            gone: CancellationToken::new(),
+            watching: OnceCell::new(),
+            release_on_drop: false,
+        }
+    }
+
+    /// A key that exists already, created at `rev` (a resumed leadership).
+    pub(crate) fn existing(mut self, rev: Revision) -> Self {
+        self.rev = rev;
+        self.release_on_drop = true;
+        self
+    }
+
+    /// Runs the transaction that writes this key, kept in `self` while it is awaited. A store
+    /// may still apply a write whose caller gave up, and a cleanup delete sent meanwhile could
+    /// be applied *before* it and leave the key behind until the lease expires, holding up
+    /// everyone queued after it. So when the acquire is dropped mid-call, the cleanup (in
+    /// `Drop`) takes over this same call, waits for its outcome, then deletes what it wrote.
+    /// (Awaited in place rather than spawned: an acquire that is not cancelled pays no task.)
+    pub(crate) async fn write_txn(&mut self, txn: Txn) -> Result<TxnResponse> {
+        let backend = self.session.backend().clone();
+        self.release_on_drop = true;
+        let call = self
+            .in_flight
+            .get_mut()
+            .insert(Box::pin(async move { backend.txn(txn).await }));
+        let result = call.await;
+        *self.in_flight.get_mut() = None;
+        result
+    }
+
+    /// The compare that holds while this key is the one it was: fencing for callers' txns.
+    pub(crate) fn is_current(&self) -> Compare {
+        Compare::create_revision(self.key.to_vec(), CompareOp::Equal, self.rev)
+    }
+
+    /// Deletes the key if it is still this one; when it was already gone, says why
+    /// ([`Error::NotHeld`] or the session's end). After the session ended nothing is sent: its
+    /// keys are gone, or (detached) belong to whoever took the lease over.
+    pub(crate) async fn release(mut self) -> Result<()> {
+        self.release_on_drop = false;
+        self.session.check_usable()?;
+        match delete_if_current(&self.session, &self.key, self.rev).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.gone_error().await),
+            Err(e) => {
+                // Leave it to the background retry.
+                self.release_on_drop = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Resolves when the key is lost: the session ended, or the key was deleted by anyone but
+    /// this holder's own release. Returns the error that describes it; or, when loss cannot be
+    /// watched at all, the error that prevents it (e.g. [`Error::PermissionDenied`]).
+    /// Transient failures (store unreachable, restarting) are retried, never taken as "still
+    /// held": the first call registers with the name's watch and confirms the key once; later
+    /// calls only wait.
+    pub(crate) async fn lost(&self) -> Error {
+        let watching = tokio::select! {
+            w = self.watching.get_or_try_init(|| self.watch_for_loss()) => w,
+            _ = self.session.lost() => return self.session.ended_error(),
+        };
+        if let Err(e) = watching {
+            return e;
+        }
+        tokio::select! {
+            _ = self.gone.cancelled() => self.gone_error().await,
+            _ = self.session.lost() => self.session.ended_error(),
+        }
+    }
+
+    async fn watch_for_loss(&self) -> Result<Watching> {
+        let session = &self.session;
+        let usage = retry_transient(session, || session.watches().open(&self.watch_prefix)).await?;
+        let holding = usage.hold(self.key.clone(), self.rev, self.gone.clone());
+        // The key was written before the watch was registered: confirm it is still there.
+        if !retry_transient(session, || key_exists(session, &self.key, self.rev)).await? {
+            self.gone.cancel();
+        }
+        Ok(Watching {
+            _usage: usage,
+            _holding: holding,
+        })
+    }
+
+    /// Keeps the watch a waiter used (subscribed before its key was written) to detect the
+    /// key's loss, with no read: every delete since is in `notices` or reported from now on.
+    /// When notices were missed, `lost()` sets detection up itself later.
+    pub(crate) fn keep_watching(&self, usage: WatchUse, notices: &mut broadcast::Receiver<Notice>) {
+        let holding = usage.hold(self.key.clone(), self.rev, self.gone.clone());
+        // Registered first, then the backlog: a delete broadcast before the registration is
+        // in the backlog (the watch broadcasts before it tells holders).
+        loop {
+            match notices.try_recv() {
+                Ok(Notice::Deleted { keys, revision }) => {
+                    if revision > self.rev && keys.iter().any(|k| **k == *self.key) {
+                        self.gone.cancel();
+                    }
+                }
+                Ok(Notice::Resync) | Err(TryRecvError::Lagged(_)) => return,
+                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
+            }
+        }
+        let _ = self.watching.set(Watching {
+            _usage: usage,
+            _holding: holding,
+        });
+    }
+
+    /// Why the key is gone: the session's lease ended (asking the store, since the keep-alive
+    /// task may not have noticed yet), or someone deleted the key ([`Error::NotHeld`]).
+    pub(crate) async fn gone_error(&self) -> Error {
+        // Closed counts from the start of close(), before its revoke deletes the key.
+        if self.session.is_lost() || self.session.is_closed() {
+            return self.session.ended_error();
+        }
+        let lease = self.session.lease();
+        match self
+            .session
+            .backend()
+            .lease_time_to_live(lease, false)
+            .await
+        {
+            Err(Error::LeaseNotFound { .. }) => {
+                self.session.lease_error(Error::LeaseNotFound { lease })
+            }
+            _ => Error::NotHeld { what: self.what },
+        }
+    }
+}
+
+impl Drop for HeldKey {
+    fn drop(&mut self) {
+        if !self.release_on_drop {
+            return;
+        }
+        let session = self.session.clone();
+        let key = self.key.clone();
+        let mut rev = self.rev;
+        let local = self.local.take();
+        let in_flight = self.in_flight.get_mut().take();
+        session.clone().runtime().spawn(async move {
+            // The acquire was cancelled while its write was in flight: learn what it wrote
+            // before deleting, so the delete cannot overtake it. (Unknown outcome: delete the
+            // key whatever its revision; it is this session's alone.)
+            if let Some(call) = in_flight {
+                if let Ok(resp) = call.await {
+                    rev = if resp.succeeded {
+                        resp.header_revision
+                    } else {
+                        resp.range(0)
+                            .ok()
+                            .and_then(|r| r.kvs.first().map(|kv| kv.create_revision))
+                            .unwrap_or(0)
+                    };
+                }
+            }
+            let mut backoff = Duration::from_millis(50);
+            // Retry until the delete lands or the lease (and so the key) is gone anyway.
+            while !session.is_lost() {
+                match delete_if_current(&session, &key, rev).await {
+                    Ok(_) => break,
+                    Err(e) if !e.is_retryable() => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "background release failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+            // Only now may another local holder write the key again.
+            drop(local);
+        });
+    }
+}
+
+async fn delete_if_current(session: &Session, key: &[u8], rev: Revision) -> Result<bool> {
+    let mut txn = Txn::new().and_then([TxnOp::Delete(DeleteRequest::key(key))]);
+    if rev > 0 {
+        txn = txn.when([Compare::create_revision(key, CompareOp::Equal, rev)]);
+    }
+    let resp = session.backend().txn(txn).await?;
+    Ok(resp.succeeded)
+}
+
+async fn key_exists(session: &Session, key: &[u8], rev: Revision) -> Result<bool> {
+    let resp = session
+        .backend()
+        .range(RangeRequest::key(key).with_keys_only())
+        .await?;
+    Ok(resp.kvs.first().is_some_and(|kv| kv.create_revision == rev))
+}
+
+/// Runs `call`, retrying transient failures (store unreachable, restarting, electing a raft
+/// leader) while the session lives: a waiter keeps its place in the queue through a blip, and a
+/// holder's loss detection is set up after one. The caller's deadline (a timeout around the
+/// acquire) still bounds the whole wait; a lost session ends it with its error.
+pub(crate) async fn retry_transient<T, F, Fut>(session: &Session, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match call().await {
+            Err(e) if e.is_retryable() && !session.is_lost() => {
+                tracing::debug!(error = %e, "call failed; retrying");
+                tokio::select! {
+                    _ = session.lost() => return Err(session.ended_error()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
