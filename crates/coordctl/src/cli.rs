@@ -17,8 +17,8 @@ Exit codes:
   5        `leader`: the election has no leader
   CMD's    `lock`/`rwlock` with a command: the command's own exit code
   126/127  the command could not be run (not executable / not found)
-  128+N    interrupted by signal N while waiting (130 for SIGINT, 143 for SIGTERM),
-           or the command was killed by signal N
+  128+N    interrupted by signal N while connecting or waiting (130 for SIGINT, 143 for
+           SIGTERM), or the command was killed by signal N
 
 Keys are laid out as etcd's Go `concurrency` package lays them out, so `coordctl lock` and
 `etcdctl lock`, `coordctl elect` and `etcdctl elect`, share locks and elections.";

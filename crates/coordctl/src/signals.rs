@@ -1,8 +1,11 @@
 //! SIGINT and SIGTERM, caught from the start so that no wait is ever left half-done.
 
+use std::fmt;
 use std::io;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::exit::Failure;
 
 /// A signal that asks coordctl to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +36,14 @@ impl Stop {
             Stop::Interrupt => "SIGINT",
             Stop::Terminate => "SIGTERM",
         }
+    }
+
+    /// The failure of a run it interrupted while `doing` something.
+    pub fn interrupted(self, doing: impl fmt::Display) -> Failure {
+        Failure::new(
+            self.exit_code(),
+            format!("interrupted by {} while {doing}", self.name()),
+        )
     }
 }
 

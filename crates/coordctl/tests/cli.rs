@@ -637,6 +637,44 @@ fn an_unreachable_endpoint_fails_with_one_line_within_the_dial_timeout() {
     }
 }
 
+/// Reported: `leader` and `elect --listen` let SIGINT wait for the dial timeout (then exit 1).
+/// Every subcommand stops connecting at a stop signal, with 128 + N.
+#[test]
+fn a_stop_signal_interrupts_connecting_at_once() {
+    // Never answers: the kernel completes connections into the listen backlog, and nothing
+    // reads or writes them, so every connect waits for its --dial-timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = silent.local_addr().unwrap().to_string();
+    let cases: [(&[&str], Signal, i32); 7] = [
+        (&["leader", "x"], Signal::SIGINT, 130),
+        (&["elect", "--listen", "x"], Signal::SIGINT, 130),
+        (&["elect", "x", "p"], Signal::SIGINT, 130),
+        (&["lock", "x"], Signal::SIGINT, 130),
+        (&["lock", "x", "--", "true"], Signal::SIGINT, 130),
+        (&["rwlock", "--read", "x"], Signal::SIGINT, 130),
+        (&["leader", "x"], Signal::SIGTERM, 143),
+    ];
+    for (args, signal, code) in cases {
+        let mut cmd = coordctl_on(std::slice::from_ref(&endpoint));
+        cmd.args(["--dial-timeout", "30s"]).args(args);
+        let mut run = Proc::spawn(&format!("coordctl {}", args.join(" ")), cmd);
+        std::thread::sleep(Duration::from_millis(300));
+        run.signal(signal);
+        let signalled = Instant::now();
+        let status = run.wait();
+        let took = signalled.elapsed();
+        eprintln!("{args:?}: {signal} -> {status:?} after {took:?}");
+        assert_eq!(status.code(), Some(code), "{args:?}: {}", run.stderr());
+        assert!(took < Duration::from_secs(1), "{args:?}: took {took:?}");
+        one_line(&run.stderr());
+        assert!(
+            run.stderr().contains("while connecting"),
+            "{}",
+            run.stderr()
+        );
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let run = |args: &[&str]| {
