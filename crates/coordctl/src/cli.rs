@@ -17,8 +17,8 @@ Exit codes:
   5        `leader`: the election has no leader
   CMD's    `lock`/`rwlock` with a command: the command's own exit code
   126/127  the command could not be run (not executable / not found)
-  128+N    interrupted by signal N while waiting (130 for SIGINT, 143 for SIGTERM),
-           or the command was killed by signal N
+  128+N    interrupted by signal N while connecting or waiting (130 for SIGINT, 129 for
+           SIGHUP, 143 for SIGTERM), or the command was killed by signal N
 
 Keys are laid out as etcd's Go `concurrency` package lays them out, so `coordctl lock` and
 `etcdctl lock`, `coordctl elect` and `etcdctl elect`, share locks and elections.";
@@ -89,12 +89,13 @@ pub enum Command {
     ///
     /// With a command: run it while holding the lock, with COORD_LOCK_KEY and
     /// COORD_FENCING_TOKEN in its environment, release the lock when it exits and exit with its
-    /// exit code. SIGTERM is passed on to it; a Ctrl-C reaches it directly (it runs in
-    /// coordctl's process group). If the lock is lost meanwhile, the command and every process
-    /// it started are killed (SIGKILL) at once and coordctl exits with 4.
+    /// exit code. SIGTERM and SIGHUP are passed on to it; a Ctrl-C reaches it directly (it runs
+    /// in coordctl's process group). If the lock is lost meanwhile, the command and every
+    /// process it started are killed (SIGKILL) at once and coordctl exits with 4. If coordctl
+    /// dies, even of SIGKILL, the command is killed (SIGKILL, Linux).
     ///
     /// Without a command: print the lock key (one line) once acquired and hold the lock until
-    /// SIGINT or SIGTERM, then release it and exit 0 (4 if it was lost meanwhile).
+    /// SIGINT, SIGTERM or SIGHUP, then release it and exit 0 (4 if it was lost meanwhile).
     #[command(after_long_help = EXIT_CODES_HELP)]
     Lock(LockArgs),
 
@@ -109,11 +110,12 @@ pub enum Command {
     /// Campaign in a named election (as `etcdctl elect`), or watch its leaders (--listen).
     ///
     /// Campaigning: once elected, print the leader key and the proposal (two lines, as
-    /// etcdctl), lead until SIGINT or SIGTERM, then resign and exit 0 (4 if the leadership was
-    /// lost meanwhile).
+    /// etcdctl), lead until SIGINT, SIGTERM or SIGHUP, then resign and exit 0 (4 if the
+    /// leadership was lost meanwhile).
     ///
     /// --listen: print the key and value of the leader (two lines, as `etcdctl elect -l`), then
-    /// the same again at every change of leader or of its value, until SIGINT or SIGTERM.
+    /// the same again at every change of leader or of its value, until SIGINT, SIGTERM or
+    /// SIGHUP.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Elect(ElectArgs),
 

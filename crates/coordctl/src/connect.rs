@@ -7,6 +7,7 @@ use coord_etcd::{EtcdBackend, EtcdConfig};
 
 use crate::cli::Global;
 use crate::exit::{Failure, USAGE};
+use crate::signals::Signals;
 
 /// The etcd settings the global options describe.
 pub fn config(global: &Global) -> Result<EtcdConfig, Failure> {
@@ -51,8 +52,31 @@ pub fn config(global: &Global) -> Result<EtcdConfig, Failure> {
     Ok(config)
 }
 
-/// Connects within the dial timeout, or fails with one line naming the endpoints.
-pub async fn connect(global: &Global) -> Result<EtcdBackend, Failure> {
+/// Connects within the dial timeout, or fails with one line naming the endpoints. A stop
+/// signal ends the attempt at once (128 + N): every subcommand connects through here or
+/// [`connect_session`], so none can make Ctrl-C wait for the dial timeout.
+pub async fn connect(global: &Global, signals: &mut Signals) -> Result<EtcdBackend, Failure> {
+    tokio::select! {
+        backend = dial(global) => backend,
+        stop = signals.recv() => Err(stop.interrupted("connecting")),
+    }
+}
+
+/// Connects, then opens a session with the `--ttl` lease; a stop signal ends either at once.
+pub async fn connect_session(global: &Global, signals: &mut Signals) -> Result<Session, Failure> {
+    let start = async {
+        let backend = dial(global).await?;
+        Session::new(backend, global.ttl)
+            .await
+            .map_err(|e| Failure::coord("cannot start a session", &e))
+    };
+    tokio::select! {
+        session = start => session,
+        stop = signals.recv() => Err(stop.interrupted("connecting")),
+    }
+}
+
+async fn dial(global: &Global) -> Result<EtcdBackend, Failure> {
     let config = config(global)?;
     let endpoints = config.endpoints().join(",");
     let dial = global.dial_timeout;
@@ -75,19 +99,6 @@ pub async fn connect(global: &Global) -> Result<EtcdBackend, Failure> {
             ),
         )),
     }
-}
-
-/// A session with the `--ttl` lease.
-pub async fn session(backend: EtcdBackend, global: &Global) -> Result<Session, Failure> {
-    Session::new(backend, global.ttl)
-        .await
-        .map_err(|e| Failure::coord("cannot start a session", &e))
-}
-
-/// [`connect`] then [`session`].
-pub async fn connect_session(global: &Global) -> Result<Session, Failure> {
-    let backend = connect(global).await?;
-    session(backend, global).await
 }
 
 /// Closes the session (revoking its lease, so no key of it stays behind), within a bound: if

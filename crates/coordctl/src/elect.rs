@@ -8,21 +8,10 @@ use crate::exit::{Failure, ERROR, LOST, NO_LEADER, OK, TIMEOUT, USAGE};
 use crate::signals::Signals;
 use crate::{connect, human, print_lines};
 
-/// Connects and opens a session, giving up on a stop signal.
-async fn start(global: &Global, signals: &mut Signals) -> Result<Session, Failure> {
-    tokio::select! {
-        session = connect::connect_session(global) => session,
-        stop = signals.recv() => Err(Failure::new(
-            stop.exit_code(),
-            format!("interrupted by {} while connecting", stop.name()),
-        )),
-    }
-}
-
 /// Runs `body` on a new session and closes the session afterwards, whatever the outcome.
 macro_rules! with_session {
     ($global:expr, $signals:expr, |$session:ident| $body:expr) => {{
-        let $session = start($global, $signals).await?;
+        let $session = connect::connect_session($global, $signals).await?;
         let result: Result<i32, Failure> = async { $body }.await;
         connect::close(&$session).await;
         result
@@ -76,10 +65,9 @@ async fn lead(
             )),
             Err(e) => return Err(Failure::coord(format!("cannot campaign in election {name}"), &e)),
         },
-        stop = signals.recv() => return Err(Failure::new(
-            stop.exit_code(),
-            format!("interrupted by {} while campaigning in election {name}", stop.name()),
-        )),
+        stop = signals.recv() => {
+            return Err(stop.interrupted(format_args!("campaigning in election {name}")))
+        }
     };
     tracing::info!(
         key = %String::from_utf8_lossy(leadership.key()),
@@ -114,7 +102,7 @@ async fn lead(
 /// Prints the leader's key and value at the start and at every change, until a stop signal.
 /// Read-only: it needs no session, so it writes nothing (not even a lease).
 pub async fn listen(global: &Global, signals: &mut Signals, name: &str) -> Result<i32, Failure> {
-    let observer = observer(global, name).await?;
+    let observer = observer(global, signals, name).await?;
     let mut leaders = observer.observe();
     loop {
         tokio::select! {
@@ -134,9 +122,20 @@ pub async fn listen(global: &Global, signals: &mut Signals, name: &str) -> Resul
 }
 
 /// Prints the current leader's value (and key first with `with_key`). Read-only, no session.
-pub async fn leader(global: &Global, name: &str, with_key: bool) -> Result<i32, Failure> {
-    let observer = observer(global, name).await?;
-    match observer.leader().await {
+pub async fn leader(
+    global: &Global,
+    signals: &mut Signals,
+    name: &str,
+    with_key: bool,
+) -> Result<i32, Failure> {
+    let observer = observer(global, signals, name).await?;
+    let leader = tokio::select! {
+        leader = observer.leader() => leader,
+        stop = signals.recv() => {
+            return Err(stop.interrupted(format_args!("reading the leader of election {name}")))
+        }
+    };
+    match leader {
         Ok(kv) if with_key => print_lines(&[&kv.key, &kv.value]).map(|()| OK),
         Ok(kv) => print_lines(&[&kv.value]).map(|()| OK),
         Err(Error::NoLeader) => Err(Failure::new(
@@ -150,7 +149,11 @@ pub async fn leader(global: &Global, name: &str, with_key: bool) -> Result<i32, 
     }
 }
 
-async fn observer(global: &Global, name: &str) -> Result<ElectionObserver, Failure> {
-    let backend = crate::connect::connect(global).await?;
+async fn observer(
+    global: &Global,
+    signals: &mut Signals,
+    name: &str,
+) -> Result<ElectionObserver, Failure> {
+    let backend = connect::connect(global, signals).await?;
     ElectionObserver::new(backend, name).map_err(|e| Failure::coord(format!("election {name}"), &e))
 }

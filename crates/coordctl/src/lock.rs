@@ -40,12 +40,7 @@ pub async fn run(
     command: &[OsString],
 ) -> Result<i32, Failure> {
     let what = side.describe(name);
-    let session = tokio::select! {
-        session = connect::connect_session(global) => session?,
-        stop = signals.recv() => {
-            return Err(Failure::new(stop.exit_code(), format!("interrupted by {} while connecting", stop.name())));
-        }
-    };
+    let session = connect::connect_session(global, signals).await?;
     let result = hold(global, signals, &session, side, name, &what, command).await;
     connect::close(&session).await;
     result
@@ -72,10 +67,7 @@ async fn hold(
         },
         stop = signals.recv() => {
             // Dropping the acquire future withdraws the key; closing the session makes sure.
-            return Err(Failure::new(
-                stop.exit_code(),
-                format!("interrupted by {} while waiting for {what}", stop.name()),
-            ));
+            return Err(stop.interrupted(format_args!("waiting for {what}")));
         }
     };
     tracing::info!(

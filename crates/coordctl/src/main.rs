@@ -87,7 +87,9 @@ async fn run(cli: Cli) -> i32 {
             }
             _ => elect::listen(global, &mut signals, &args.name).await,
         },
-        Command::Leader(args) => elect::leader(global, &args.name, args.with_key).await,
+        Command::Leader(args) => {
+            elect::leader(global, &mut signals, &args.name, args.with_key).await
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,11 @@
-//! SIGINT and SIGTERM, caught from the start so that no wait is ever left half-done.
+//! SIGINT, SIGTERM and SIGHUP, caught from the start so that no wait is ever left half-done.
 
+use std::fmt;
 use std::io;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::exit::Failure;
 
 /// A signal that asks coordctl to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +14,8 @@ pub enum Stop {
     Interrupt,
     /// SIGTERM.
     Terminate,
+    /// SIGHUP (the terminal or ssh session closed): handled as SIGTERM.
+    Hangup,
 }
 
 impl Stop {
@@ -19,6 +24,7 @@ impl Stop {
         match self {
             Stop::Interrupt => nix::sys::signal::Signal::SIGINT,
             Stop::Terminate => nix::sys::signal::Signal::SIGTERM,
+            Stop::Hangup => nix::sys::signal::Signal::SIGHUP,
         }
     }
 
@@ -29,10 +35,15 @@ impl Stop {
 
     /// Its name, for messages.
     pub fn name(self) -> &'static str {
-        match self {
-            Stop::Interrupt => "SIGINT",
-            Stop::Terminate => "SIGTERM",
-        }
+        self.signal().as_str()
+    }
+
+    /// The failure of a run it interrupted while `doing` something.
+    pub fn interrupted(self, doing: impl fmt::Display) -> Failure {
+        Failure::new(
+            self.exit_code(),
+            format!("interrupted by {} while {doing}", self.name()),
+        )
     }
 }
 
@@ -40,14 +51,21 @@ impl Stop {
 pub struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    /// `None` when SIGHUP was ignored at start (`nohup`).
+    hangup: Option<Signal>,
 }
 
 impl Signals {
-    /// Starts catching SIGINT and SIGTERM.
+    /// Starts catching SIGINT, SIGTERM and SIGHUP (unless SIGHUP was ignored).
     pub fn new() -> io::Result<Self> {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: if hangup_ignored() {
+                None
+            } else {
+                Some(signal(SignalKind::hangup())?)
+            },
         })
     }
 
@@ -55,9 +73,37 @@ impl Signals {
     ///
     /// Cancel safe: a signal that arrives while no one waits is kept for the next call.
     pub async fn recv(&mut self) -> Stop {
+        let hangup = async {
+            match &mut self.hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.interrupt.recv() => Stop::Interrupt,
             _ = self.terminate.recv() => Stop::Terminate,
+            _ = hangup => Stop::Hangup,
         }
+    }
+}
+
+/// Whether SIGHUP was ignored when coordctl started, as under `nohup`. Catching it then would
+/// undo what the user asked for, for coordctl and for its command too (exec resets a caught
+/// signal to its default, but keeps an ignored one ignored), so it stays ignored.
+fn hangup_ignored() -> bool {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    // There is no query-only call: swap in "ignore", then put back what was there unless it
+    // was "ignore" too. A SIGHUP in between is lost, before coordctl did anything.
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: only "ignore" and the action read back from the kernel are installed; no handler
+    // of ours runs.
+    match unsafe { sigaction(Signal::SIGHUP, &ignore) } {
+        Ok(old) if old.handler() == SigHandler::SigIgn => true,
+        Ok(old) => {
+            // SAFETY: as above; `old` is what the kernel just returned.
+            let _ = unsafe { sigaction(Signal::SIGHUP, &old) };
+            false
+        }
+        Err(_) => false,
     }
 }

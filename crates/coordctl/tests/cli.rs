@@ -467,6 +467,163 @@ async fn losing_the_lock_kills_the_command_and_what_it_started() {
     assert!(gone, "the command's child {grandchild} outlived the lock");
 }
 
+/// Whether `pid` is a live process: a zombie (dead, not yet reaped by whoever adopted it) is
+/// not.
+fn running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
+}
+
+/// Waits up to `within` for `pid` to end; kills it (never leaving it behind) if it did not.
+fn ended_within(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while running(pid) {
+        if Instant::now() >= deadline {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// A process the test did not start itself (a command under coordctl), killed when the test
+/// ends, even when it fails, if it still runs.
+struct Stray(i32);
+
+impl Drop for Stray {
+    fn drop(&mut self) {
+        if running(self.0) {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Reported: after a SIGKILL of coordctl its command ran on, while the lock, gone with
+/// coordctl's lease, could be taken by the next holder. The command gets a parent-death signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_coordctl_takes_its_command_with_it() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("pdeathsig");
+    let mut cmd = coordctl(&etcd);
+    // `exec`: the pid printed is the pid of `sleep`, coordctl's own child.
+    cmd.args(["--ttl", "2", "lock", &name, "--", "sh", "-c"])
+        .arg("echo $$; exec sleep 60");
+    let mut run = Proc::spawn("coordctl lock -- sleep 60", cmd);
+    let command: i32 = run.line().parse().expect("the command's pid");
+    let _stray = Stray(command);
+    assert!(running(command));
+
+    run.signal(Signal::SIGKILL);
+    run.wait();
+    let killed = Instant::now();
+    let ended = ended_within(command, Duration::from_secs(2));
+    eprintln!(
+        "coordctl SIGKILLed -> its command ended: {ended} after {:?}",
+        killed.elapsed()
+    );
+    assert!(ended, "the command {command} outlived a SIGKILLed coordctl");
+}
+
+/// Reported: SIGHUP (a closed terminal or ssh session) killed coordctl and left its command
+/// running under a lock held on until the TTL. It is now what SIGTERM is: passed on to the
+/// command, waited for, the lock released at once, exit 128 + 1; and while waiting, 129 with
+/// the key withdrawn; when holding without a command, a release and exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_handled_as_sigterm_and_releases_the_lock_at_once() {
+    let Some(etcd) = etcd().await else { return };
+    let backend = backend(&etcd).await;
+    let name = unique("sighup");
+    for (signal, code) in [(Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
+        // A TTL far longer than the test waits: only a release lets the next holder in.
+        let mut cmd = coordctl(&etcd);
+        cmd.args(["--ttl", "60", "lock", &name, "--", "sh", "-c"])
+            .arg("echo $$; exec sleep 60");
+        let mut run = Proc::spawn("coordctl lock -- sleep 60", cmd);
+        let command: i32 = run.line().parse().expect("the command's pid");
+        let _stray = Stray(command);
+        run.signal(signal);
+        let signalled = Instant::now();
+        assert_eq!(run.code(), code, "{signal}: stderr: {}", run.stderr());
+        assert!(
+            ended_within(command, Duration::ZERO),
+            "{signal}: the command still runs"
+        );
+        let mut cmd = coordctl(&etcd);
+        cmd.args(["--timeout", "0", "lock", &name, "--", "true"]);
+        let mut next = Proc::spawn("coordctl --timeout 0 lock", cmd);
+        assert_eq!(next.code(), 0, "{signal}: not released: {}", next.stderr());
+        eprintln!(
+            "{signal} -> exit {code}, lock taken by the next: {:?}",
+            signalled.elapsed()
+        );
+    }
+
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["--ttl", "60", "lock", &name]);
+    let mut holder = Proc::spawn("coordctl lock", cmd);
+    let key = holder.line();
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["lock", &name]);
+    let mut waiter = Proc::spawn("coordctl lock (waiting)", cmd);
+    eventually("the waiter queued", || async {
+        keys(&backend, &name).await.len() == 2
+    })
+    .await;
+    waiter.signal(Signal::SIGHUP);
+    assert_eq!(waiter.code(), 129, "stderr: {}", waiter.stderr());
+    one_line(&waiter.stderr());
+    assert_eq!(keys(&backend, &name).await, [key]);
+    holder.signal(Signal::SIGHUP);
+    assert_eq!(holder.code(), 0, "stderr: {}", holder.stderr());
+    assert!(keys(&backend, &name).await.is_empty());
+}
+
+/// `cmd` run by `nohup`, which starts it with SIGHUP ignored.
+fn under_nohup(cmd: &Command) -> Command {
+    let mut nohup = Command::new("nohup");
+    nohup.arg(cmd.get_program()).args(cmd.get_args());
+    for (var, value) in cmd.get_envs() {
+        match value {
+            Some(value) => nohup.env(var, value),
+            None => nohup.env_remove(var),
+        };
+    }
+    nohup
+}
+
+/// Catching SIGHUP must not undo `nohup`: coordctl and its command keep ignoring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_nohup_sighup_stays_ignored() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("nohup");
+    let mut cmd = coordctl(&etcd);
+    cmd.args(["lock", &name, "--", "sh", "-c"])
+        .arg("echo $$; exec sleep 60");
+    let mut run = Proc::spawn("nohup coordctl lock -- sleep 60", under_nohup(&cmd));
+    let command: i32 = run.line().parse().expect("the command's pid");
+    let _stray = Stray(command);
+    run.signal(Signal::SIGHUP);
+    kill(Pid::from_raw(command), Signal::SIGHUP).expect("SIGHUP the command");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        run.child.try_wait().expect("try_wait").is_none(),
+        "coordctl stopped on SIGHUP under nohup; stderr: {}",
+        run.stderr()
+    );
+    assert!(
+        running(command),
+        "the command stopped on SIGHUP under nohup"
+    );
+    run.signal(Signal::SIGTERM);
+    assert_eq!(run.code(), 143, "stderr: {}", run.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordctl_leader_is_what_etcdctl_elect_listen_prints() {
     let Some(etcd) = etcd().await else { return };
@@ -634,6 +791,45 @@ fn an_unreachable_endpoint_fails_with_one_line_within_the_dial_timeout() {
         );
         assert!(out.stdout.is_empty());
         assert!(took < Duration::from_millis(1800), "took {took:?}");
+    }
+}
+
+/// Reported: `leader` and `elect --listen` let SIGINT wait for the dial timeout (then exit 1).
+/// Every subcommand stops connecting at a stop signal, with 128 + N.
+#[test]
+fn a_stop_signal_interrupts_connecting_at_once() {
+    // Never answers: the kernel completes connections into the listen backlog, and nothing
+    // reads or writes them, so every connect waits for its --dial-timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = silent.local_addr().unwrap().to_string();
+    let cases: [(&[&str], Signal, i32); 8] = [
+        (&["leader", "x"], Signal::SIGINT, 130),
+        (&["elect", "--listen", "x"], Signal::SIGINT, 130),
+        (&["elect", "x", "p"], Signal::SIGINT, 130),
+        (&["lock", "x"], Signal::SIGINT, 130),
+        (&["lock", "x", "--", "true"], Signal::SIGINT, 130),
+        (&["rwlock", "--read", "x"], Signal::SIGINT, 130),
+        (&["leader", "x"], Signal::SIGTERM, 143),
+        (&["elect", "--listen", "x"], Signal::SIGHUP, 129),
+    ];
+    for (args, signal, code) in cases {
+        let mut cmd = coordctl_on(std::slice::from_ref(&endpoint));
+        cmd.args(["--dial-timeout", "30s"]).args(args);
+        let mut run = Proc::spawn(&format!("coordctl {}", args.join(" ")), cmd);
+        std::thread::sleep(Duration::from_millis(300));
+        run.signal(signal);
+        let signalled = Instant::now();
+        let status = run.wait();
+        let took = signalled.elapsed();
+        eprintln!("{args:?}: {signal} -> {status:?} after {took:?}");
+        assert_eq!(status.code(), Some(code), "{args:?}: {}", run.stderr());
+        assert!(took < Duration::from_secs(1), "{args:?}: took {took:?}");
+        one_line(&run.stderr());
+        assert!(
+            run.stderr().contains("while connecting"),
+            "{}",
+            run.stderr()
+        );
     }
 }
 
