@@ -495,8 +495,8 @@ async fn past_revision_reads(ctx: &Ctx) -> Outcome {
 }
 
 scenario!(
-    /// After `compact(r)`, reads below `r` and watches from below `r` give
-    /// [`Error::Compacted`] (never silence), while current reads still work. Compacts only
+    /// After `compact(r)`, reads below `r` and watches from below `r` (also of an empty range)
+    /// give [`Error::Compacted`] (never silence), while current reads still work. Compacts only
     /// revisions the scenario itself wrote, and runs alone in the process.
     storage_compaction,
     Exclusive,
@@ -531,27 +531,27 @@ async fn compaction(ctx: &Ctx) -> Outcome {
         "current value after compaction"
     );
 
-    // A watch from a compacted revision fails, in the call or as its first item.
-    match s
-        .watch(WatchRequest::new(KeyRange::key("k")).with_start_revision(r1))
-        .await
-    {
-        Err(Error::Compacted { .. }) => {}
-        Err(e) => {
-            return Err(Failure::new(format!(
-                "watch from a compacted revision: wrong error {e} ({e:?})"
-            )))
-        }
-        Ok(mut stream) => {
-            let first = next_item(
-                "first item of a watch from a compacted revision",
-                &mut stream,
-            )
-            .await?;
-            ensure!(
-                matches!(first, Err(Error::Compacted { .. })),
-                "a watch from a compacted revision must yield Compacted first, got {first:?}"
-            );
+    // A watch from a compacted revision fails, in the call or as its first item: also one of
+    // an empty range, which has no event to report.
+    let empty = KeyRange::Range {
+        start: b"k".to_vec(),
+        end: Vec::new(),
+    };
+    for range in [KeyRange::key("k"), empty] {
+        let what = format!("a watch of {} from a compacted revision", describe(&range));
+        match s
+            .watch(WatchRequest::new(range).with_start_revision(r1))
+            .await
+        {
+            Err(Error::Compacted { .. }) => {}
+            Err(e) => return Err(Failure::new(format!("{what}: wrong error {e} ({e:?})"))),
+            Ok(mut stream) => {
+                let first = next_item(format!("first item of {what}"), &mut stream).await?;
+                ensure!(
+                    matches!(first, Err(Error::Compacted { .. })),
+                    "{what} must yield Compacted first, got {first:?}"
+                );
+            }
         }
     }
     // Compacting again at the same point is refused with Compacted.
