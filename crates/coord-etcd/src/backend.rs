@@ -358,8 +358,8 @@ impl EtcdRange {
 /// How `range` goes to etcd.
 ///
 /// - `Key(k)`: `(k, [])`.
-/// - `Prefix(p)`: `(p, end)` with [`prefix_end`](coord_core::prefix_end) of `p`, or `[0]` where it has none (empty or
-///   `0xff` prefix); the empty prefix is `([0], [0])`.
+/// - `Prefix(p)`: `(p, end)` with [`prefix_end`](coord_core::prefix_end) of `p`, or `[0]`
+///   where it has none (empty or `0xff` prefix); the empty prefix is `([0], [0])`.
 /// - `FromKey(s)`: `(s, [0])`; from the empty key, `([0], [0])`.
 /// - `Range { start, end }`: etcd refuses an empty key, and a store holds none, so an empty
 ///   `start` is `[0]` (the first key there can be). Then `(start, end)` when `end` is above

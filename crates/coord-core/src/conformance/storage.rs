@@ -916,12 +916,17 @@ impl Form {
         }
     }
 
-    /// The scenario's keys in the range, as the literal meaning says.
+    /// Whether the scenario's key `key` is in the range, as its literal meaning says.
+    fn holds(&self, key: &[u8]) -> bool {
+        self.range.contains(&[&self.base[..], key].concat())
+    }
+
+    /// The scenario's keys in the range.
     fn expected(&self) -> Vec<&'static [u8]> {
         RANGE_KEYS
             .iter()
             .copied()
-            .filter(|k| self.range.contains(&[&self.base[..], k].concat()))
+            .filter(|k| self.holds(k))
             .collect()
     }
 
@@ -1134,7 +1139,7 @@ async fn key_range_forms(ctx: &Ctx) -> Outcome {
         let what = &form.what;
         let mut expected: Vec<Change> = log
             .iter()
-            .filter(|(_, k, _)| form.range.contains(&[&form.base[..], k].concat()))
+            .filter(|(_, k, _)| form.holds(k))
             .map(|(rev, k, kind)| (*rev, shown(k), *kind))
             .collect();
         // A revision changes a key once, so (revision, key) orders the changes.
