@@ -343,8 +343,24 @@ pub struct DeleteResponse {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Keys with `0x00` and `0xff` bytes first, inside and last, and the empty key, in byte
+    /// order: what the range tests match forms against.
+    pub(crate) const KEYS: &[&[u8]] = &[
+        b"",
+        b"\0",
+        b"\0\0",
+        b"a",
+        b"a\0",
+        b"ab",
+        b"a\xff",
+        b"b",
+        b"\xff",
+        b"\xff\0",
+        b"\xff\xff",
+    ];
 
     #[test]
     fn prefix_end_edges() {
@@ -363,18 +379,6 @@ mod tests {
     /// `[start(), end_bound())`.
     #[test]
     fn ranges_are_literal() {
-        const KEYS: &[&[u8]] = &[
-            b"",
-            b"\0",
-            b"\0\0",
-            b"a",
-            b"a\0",
-            b"ab",
-            b"a\xff",
-            b"b",
-            b"\xff",
-            b"\xff\xff",
-        ];
         let range = |start: &[u8], end: &[u8]| KeyRange::Range {
             start: start.to_vec(),
             end: end.to_vec(),
@@ -386,7 +390,7 @@ mod tests {
             (KeyRange::prefix(""), KEYS.to_vec()),
             (
                 KeyRange::prefix(b"\xff".to_vec()),
-                vec![b"\xff", b"\xff\xff"],
+                vec![b"\xff", b"\xff\0", b"\xff\xff"],
             ),
             (KeyRange::prefix(b"\0".to_vec()), vec![b"\0", b"\0\0"]),
             (range(b"a", b"b"), vec![b"a", b"a\0", b"ab", b"a\xff"]),
@@ -399,10 +403,10 @@ mod tests {
             (range(b"b", b"a"), vec![]),
             (range(b"a", b"a"), vec![]),
             (range(b"", b"a"), vec![b"", b"\0", b"\0\0"]),
-            (range(b"\xff", b"\xff\xff"), vec![b"\xff"]),
+            (range(b"\xff", b"\xff\xff"), vec![b"\xff", b"\xff\0"]),
             (
                 KeyRange::FromKey(b"ab".to_vec()),
-                vec![b"ab", b"a\xff", b"b", b"\xff", b"\xff\xff"],
+                vec![b"ab", b"a\xff", b"b", b"\xff", b"\xff\0", b"\xff\xff"],
             ),
             (KeyRange::FromKey(Vec::new()), KEYS.to_vec()),
         ];

@@ -229,21 +229,7 @@ impl<B: Backend + Clone> Backend for Prefixed<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Keys in and around namespaces, with `0x00` and `0xff` bytes in both places.
-    const KEYS: &[&[u8]] = &[
-        b"",
-        b"\0",
-        b"\0\0",
-        b"a",
-        b"a\0",
-        b"ab",
-        b"a\xff",
-        b"b",
-        b"\xff",
-        b"\xff\0",
-        b"\xff\xff",
-    ];
+    use crate::kv::tests::KEYS;
 
     fn forms() -> Vec<KeyRange> {
         let range = |start: &[u8], end: &[u8]| KeyRange::Range {
