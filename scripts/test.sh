@@ -15,4 +15,11 @@ install_packages test.sh $(missing_etcd_packages)
 start_etcd test.sh coord-test
 export ETCD_ENDPOINTS="$etcd_endpoint"
 
-cargo test --workspace --all-features --locked --no-fail-fast "$@"
+# cargo lets `--workspace` override `-p`: name the whole workspace only when no package is named.
+scope=(--workspace)
+for arg in "$@"; do
+  case $arg in
+    -p | -p* | --package | --package=*) scope=() ;;
+  esac
+done
+cargo test ${scope[@]+"${scope[@]}"} --all-features --locked --no-fail-fast "$@"

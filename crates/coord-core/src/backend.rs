@@ -76,6 +76,9 @@ impl Default for BackendLimits {
 ///   A transaction or delete that changes nothing leaves it as it is.
 /// - **Keys** carry `create_revision`, `mod_revision`, `version` (1 on creation, +1 per put, reset
 ///   when deleted) and `lease`.
+/// - **Key ranges** ([`KeyRange`](crate::KeyRange)) mean their literal set of keys in reads,
+///   deletes and watches, in transactions or not: `Range { start, end }` is `[start, end)`, empty
+///   when `end <= start`; an empty `end` or `[0]` is no sentinel ("to the end" is `FromKey`).
 /// - **Range** reads a key or a range, sorted by key, create or mod revision, filtered by
 ///   `max_create_revision`/`max_mod_revision`, cut by `limit` (with `count`, counted before
 ///   `limit` and the filters as etcd does, and `more`), at the

@@ -24,22 +24,28 @@ pub struct KeyValue {
 }
 
 /// Which keys an operation applies to.
+///
+/// Every form means a literal set of keys in byte order, and no byte string is a sentinel: each
+/// form is the keys from [`KeyRange::start`] (included) up to [`KeyRange::end_bound`]
+/// (excluded; no upper bound when it is `None`). How a backend spells a range on its wire
+/// (etcd's `(key, range_end)` pair, with its empty and `[0]` ends) is that backend's business.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KeyRange {
     /// Exactly one key.
     Key(Vec<u8>),
     /// Every key starting with these bytes. An empty prefix means every key.
     Prefix(Vec<u8>),
-    /// Keys in `[start, end)`, in etcd's encoding: an empty `end` means the single key
-    /// `start`, `end == [0]` means "to the end of the keyspace", an empty `start` with an `end`
-    /// starts at the first key.
+    /// The keys in `[start, end)`, taken literally: an `end` at or before `start` (an empty
+    /// `end` among them) is an empty range, an empty `start` starts at the first key, and
+    /// `end == [0]` is the byte string `"\0"` (only the empty key is below it). A range that
+    /// runs to the end of the keyspace is [`KeyRange::FromKey`].
     Range {
         /// First key included.
         start: Vec<u8>,
         /// First key excluded.
         end: Vec<u8>,
     },
-    /// Every key `>= start`.
+    /// Every key `>= start` (every key when `start` is empty): to the end of the keyspace.
     FromKey(Vec<u8>),
 }
 
@@ -59,16 +65,12 @@ impl KeyRange {
         match self {
             KeyRange::Key(k) => k.as_slice() == key,
             KeyRange::Prefix(p) => key.starts_with(p),
-            KeyRange::Range { start, end } => match end.as_slice() {
-                [] => key == start.as_slice(),
-                [0] => key >= start.as_slice(),
-                end => key >= start.as_slice() && key < end,
-            },
-            KeyRange::FromKey(start) => key >= start.as_slice(),
+            KeyRange::Range { start, end } => start.as_slice() <= key && key < end.as_slice(),
+            KeyRange::FromKey(start) => start.as_slice() <= key,
         }
     }
 
-    /// The first key of the range.
+    /// The range's lower bound, included: no key below it is in the range.
     pub fn start(&self) -> &[u8] {
         match self {
             KeyRange::Key(k) | KeyRange::Prefix(k) | KeyRange::FromKey(k) => k,
@@ -76,29 +78,37 @@ impl KeyRange {
         }
     }
 
-    /// The first key after the range, in etcd's encoding: empty for a single key, `[0]` for
-    /// "to the end of the keyspace".
-    pub fn end(&self) -> Vec<u8> {
+    /// The range's upper bound, excluded: the smallest key above every key of the range
+    /// (`key + "\0"` for one key, [`prefix_end`] for a prefix, `end` for a [`KeyRange::Range`],
+    /// whether or not it is above `start`). `None` when the range runs to the end of the
+    /// keyspace: [`KeyRange::FromKey`], and a prefix that [`prefix_end`] has no end for.
+    pub fn end_bound(&self) -> Option<Vec<u8>> {
         match self {
-            KeyRange::Key(_) => Vec::new(),
+            KeyRange::Key(k) => {
+                let mut end = Vec::with_capacity(k.len() + 1);
+                end.extend_from_slice(k);
+                end.push(0);
+                Some(end)
+            }
             KeyRange::Prefix(p) => prefix_end(p),
-            KeyRange::Range { end, .. } => end.clone(),
-            KeyRange::FromKey(_) => vec![0],
+            KeyRange::Range { end, .. } => Some(end.clone()),
+            KeyRange::FromKey(_) => None,
         }
     }
 }
 
-/// The smallest key greater than every key starting with `prefix` (etcd's `GetPrefixRangeEnd`);
-/// `[0]` ("to the end") when no such key exists (empty prefix, or all `0xff`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+/// The smallest key greater than every key starting with `prefix` (etcd's
+/// `GetPrefixRangeEnd`, without its sentinel): `None` when no key is, that is when `prefix` is
+/// empty or all `0xff` bytes (every key from `prefix` on then starts with it).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
             end.push(last + 1);
-            return end;
+            return Some(end);
         }
     }
-    vec![0]
+    None
 }
 
 /// What to sort a range by.
@@ -330,4 +340,86 @@ pub struct DeleteResponse {
     pub deleted: i64,
     /// The deleted key-values, when asked for.
     pub prev_kvs: Vec<KeyValue>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Keys with `0x00` and `0xff` bytes first, inside and last, and the empty key, in byte
+    /// order: what the range tests match forms against.
+    pub(crate) const KEYS: &[&[u8]] = &[
+        b"",
+        b"\0",
+        b"\0\0",
+        b"a",
+        b"a\0",
+        b"ab",
+        b"a\xff",
+        b"b",
+        b"\xff",
+        b"\xff\0",
+        b"\xff\xff",
+    ];
+
+    #[test]
+    fn prefix_end_edges() {
+        assert_eq!(prefix_end(b"a"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"a/"), Some(b"a0".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\0"), Some(vec![1]));
+        assert_eq!(prefix_end(b"\xfe\xff"), Some(vec![0xff]));
+        assert_eq!(prefix_end(b""), None);
+        assert_eq!(prefix_end(b"\xff"), None);
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+
+    /// Every form against keys with `0x00` and `0xff` bytes, in byte order; and each form is
+    /// `[start(), end_bound())`.
+    #[test]
+    fn ranges_are_literal() {
+        let range = |start: &[u8], end: &[u8]| KeyRange::Range {
+            start: start.to_vec(),
+            end: end.to_vec(),
+        };
+        let cases: Vec<(KeyRange, Vec<&[u8]>)> = vec![
+            (KeyRange::key("a"), vec![b"a"]),
+            (KeyRange::key(""), vec![b""]),
+            (KeyRange::prefix("a"), vec![b"a", b"a\0", b"ab", b"a\xff"]),
+            (KeyRange::prefix(""), KEYS.to_vec()),
+            (
+                KeyRange::prefix(b"\xff".to_vec()),
+                vec![b"\xff", b"\xff\0", b"\xff\xff"],
+            ),
+            (KeyRange::prefix(b"\0".to_vec()), vec![b"\0", b"\0\0"]),
+            (range(b"a", b"b"), vec![b"a", b"a\0", b"ab", b"a\xff"]),
+            // An empty end is no "single key", `[0]` no "to the end": both are below "a".
+            (range(b"a", b""), vec![]),
+            (range(b"a", b"\0"), vec![]),
+            (range(b"", b"\0"), vec![b""]),
+            (range(b"\0", b"\0\0"), vec![b"\0"]),
+            (range(b"", b""), vec![]),
+            (range(b"b", b"a"), vec![]),
+            (range(b"a", b"a"), vec![]),
+            (range(b"", b"a"), vec![b"", b"\0", b"\0\0"]),
+            (range(b"\xff", b"\xff\xff"), vec![b"\xff", b"\xff\0"]),
+            (
+                KeyRange::FromKey(b"ab".to_vec()),
+                vec![b"ab", b"a\xff", b"b", b"\xff", b"\xff\0", b"\xff\xff"],
+            ),
+            (KeyRange::FromKey(Vec::new()), KEYS.to_vec()),
+        ];
+        for (range, expected) in cases {
+            let got: Vec<&[u8]> = KEYS.iter().copied().filter(|k| range.contains(k)).collect();
+            assert_eq!(got, expected, "contains, {range:?}");
+            let end = range.end_bound();
+            let bounded: Vec<&[u8]> = KEYS
+                .iter()
+                .copied()
+                .filter(|k| range.start() <= *k && end.as_deref().map_or(true, |e| *k < e))
+                .collect();
+            assert_eq!(bounded, expected, "[start, end_bound), {range:?}");
+        }
+    }
 }

@@ -17,6 +17,10 @@ use crate::watch::{WatchRequest, WatchStream};
 /// `prefix + key` and read back without it, so primitives over a `Prefixed` backend cannot see
 /// or touch keys outside the namespace (etcd's `namespace` package does the same).
 ///
+/// A [`KeyRange`] keeps its literal meaning inside the namespace: a key, a prefix and
+/// `[start, end)` get the prefix on each key they name (so `[a, "")`, empty outside, stays
+/// empty inside), and "from `start` to the end" stops at the namespace's end.
+///
 /// Leases are not namespaced: they are global to the store, and [`Backend::lease_list`] lists
 /// them all.
 #[derive(Debug, Clone)]
@@ -45,10 +49,7 @@ impl<B: Backend> Prefixed<B> {
     }
 
     fn add(&self, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
-        k.extend_from_slice(&self.prefix);
-        k.extend_from_slice(key);
-        k
+        join(&self.prefix, key)
     }
 
     fn strip(&self, mut kv: KeyValue) -> KeyValue {
@@ -59,21 +60,7 @@ impl<B: Backend> Prefixed<B> {
     }
 
     fn range(&self, range: KeyRange) -> KeyRange {
-        if self.prefix.is_empty() {
-            return range;
-        }
-        match range {
-            KeyRange::Key(k) => KeyRange::Key(self.add(&k)),
-            KeyRange::Prefix(p) => KeyRange::Prefix(self.add(&p)),
-            KeyRange::Range { start, end } => KeyRange::Range {
-                start: self.add(&start),
-                end: self.add(&end),
-            },
-            KeyRange::FromKey(start) => KeyRange::Range {
-                start: self.add(&start),
-                end: prefix_end(&self.prefix),
-            },
-        }
+        namespaced(&self.prefix, range)
     }
 
     fn range_req(&self, mut req: RangeRequest) -> RangeRequest {
@@ -112,6 +99,40 @@ impl<B: Backend> Prefixed<B> {
             TxnOp::Put(r) => TxnOp::Put(self.put_req(r)),
             TxnOp::Delete(r) => TxnOp::Delete(self.delete_req(r)),
         }
+    }
+}
+
+/// `prefix + key`.
+fn join(prefix: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + key.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(key);
+    k
+}
+
+/// The keys of `range` inside the namespace `prefix`, as a range of the inner store: each form
+/// maps literally, so `namespaced(p, r).contains(p + k) == r.contains(k)`, and no key outside
+/// the namespace is in it.
+fn namespaced(prefix: &[u8], range: KeyRange) -> KeyRange {
+    if prefix.is_empty() {
+        return range;
+    }
+    match range {
+        KeyRange::Key(k) => KeyRange::Key(join(prefix, &k)),
+        KeyRange::Prefix(p) => KeyRange::Prefix(join(prefix, &p)),
+        KeyRange::Range { start, end } => KeyRange::Range {
+            start: join(prefix, &start),
+            end: join(prefix, &end),
+        },
+        // When nothing is above the namespace (a prefix of 0xff bytes), every key from
+        // `prefix + start` on is in it.
+        KeyRange::FromKey(start) => match prefix_end(prefix) {
+            Some(end) => KeyRange::Range {
+                start: join(prefix, &start),
+                end,
+            },
+            None => KeyRange::FromKey(join(prefix, &start)),
+        },
     }
 }
 
@@ -202,5 +223,77 @@ impl<B: Backend + Clone> Backend for Prefixed<B> {
 
     fn limits(&self) -> BackendLimits {
         self.inner.limits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::tests::KEYS;
+
+    fn forms() -> Vec<KeyRange> {
+        let range = |start: &[u8], end: &[u8]| KeyRange::Range {
+            start: start.to_vec(),
+            end: end.to_vec(),
+        };
+        vec![
+            KeyRange::key("ab"),
+            KeyRange::key(""),
+            KeyRange::prefix("a"),
+            KeyRange::prefix(""),
+            KeyRange::prefix(b"\xff".to_vec()),
+            range(b"a", b"b"),
+            range(b"a", b""),
+            range(b"a", b"\0"),
+            range(b"", b"\0"),
+            range(b"", b""),
+            range(b"", b"ab"),
+            range(b"b", b"a"),
+            range(b"ab", b"ab"),
+            range(b"\xff", b"\xff\xff"),
+            KeyRange::FromKey(b"ab".to_vec()),
+            KeyRange::FromKey(Vec::new()),
+            KeyRange::FromKey(b"\xff\0".to_vec()),
+        ]
+    }
+
+    /// Every form means inside a namespace what it means outside, and reaches no key outside:
+    /// also where the namespace has no end (`0xff` bytes) and for the empty namespace.
+    #[test]
+    fn namespaced_ranges_keep_their_literal_meaning() {
+        for prefix in [&b"ns/"[..], b"\0", b"n\xff", b"\xff", b"\xff\xff", b""] {
+            for range in forms() {
+                let inner = namespaced(prefix, range.clone());
+                for key in KEYS {
+                    assert_eq!(
+                        inner.contains(&join(prefix, key)),
+                        range.contains(key),
+                        "{range:?} under {prefix:?} as {inner:?}, key {key:?}"
+                    );
+                    // Keys outside the namespace: every test key that does not start with it.
+                    if !key.starts_with(prefix) {
+                        assert!(
+                            !inner.contains(key),
+                            "{range:?} under {prefix:?} as {inner:?} reaches {key:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn from_key_stops_at_the_namespace_end() {
+        assert_eq!(
+            namespaced(b"ns/", KeyRange::FromKey(b"a".to_vec())),
+            KeyRange::Range {
+                start: b"ns/a".to_vec(),
+                end: b"ns0".to_vec()
+            }
+        );
+        assert_eq!(
+            namespaced(b"\xff", KeyRange::FromKey(b"a".to_vec())),
+            KeyRange::FromKey(b"\xffa".to_vec())
+        );
     }
 }

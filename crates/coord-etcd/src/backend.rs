@@ -317,15 +317,73 @@ async fn renew(slot: &mut KeeperSlot, client: &LeaseClient, id: LeaseId) -> Resu
     Ok(resp.ttl())
 }
 
-/// etcd's encoding of a range: `(key, range_end)`. An empty start with an end means "from the
-/// first key", which etcd spells `\0`.
-pub(crate) fn range_key(range: &KeyRange) -> (Vec<u8>, Vec<u8>) {
-    let end = range.end();
-    let mut key = range.start().to_vec();
-    if key.is_empty() && !end.is_empty() {
-        key = vec![0];
+/// A [`KeyRange`] in etcd's terms.
+///
+/// etcd names keys by a `(key, range_end)` pair with sentinels: an empty `range_end` is the
+/// single key `key`, `range_end == [0]` is "every key from `key` on", `key == range_end == [0]`
+/// is every key, and an empty `key` is refused ("key is not provided"). coord-core's ranges are
+/// literal, so the sentinels are made here and nowhere else.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum EtcdRange {
+    /// The keys of etcd's `(key, range_end)`.
+    Pair {
+        /// etcd's `key`, never empty.
+        key: Vec<u8>,
+        /// etcd's `range_end`, sentinels included.
+        end: Vec<u8>,
+    },
+    /// No key at all (a literal range whose end is at or before its start). etcd has no pair
+    /// for it that every RPC takes: `key == range_end` (any key but `[0]`) reads and deletes
+    /// nothing, but a watch refuses it ("mvcc: watcher range is empty"). See [`etcd_range`].
+    Empty {
+        /// A non-empty key other than `[0]`, where the empty range starts (so etcd's
+        /// permission check looks at the key the caller named).
+        at: Vec<u8>,
+    },
+}
+
+impl EtcdRange {
+    /// `(key, range_end)` for a range or delete request. An empty range is `(at, at)`: etcd
+    /// (checked on 3.4) reads it as the empty interval `[at, at)`, finds nothing, deletes
+    /// nothing without raising the revision, answers a transaction with its header revision,
+    /// and its duplicate-key check does not see it next to a put of `at` in one transaction.
+    pub(crate) fn into_pair(self) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            EtcdRange::Pair { key, end } => (key, end),
+            EtcdRange::Empty { at } => (at.clone(), at),
+        }
     }
-    (key, end)
+}
+
+/// How `range` goes to etcd.
+///
+/// - `Key(k)`: `(k, [])`.
+/// - `Prefix(p)`: `(p, end)` with [`prefix_end`](coord_core::prefix_end) of `p`, or `[0]`
+///   where it has none (empty or `0xff` prefix); the empty prefix is `([0], [0])`.
+/// - `FromKey(s)`: `(s, [0])`; from the empty key, `([0], [0])`.
+/// - `Range { start, end }`: etcd refuses an empty key, and a store holds none, so an empty
+///   `start` is `[0]` (the first key there can be). Then `(start, end)` when `end` is above
+///   `start` (it then is neither empty nor `[0]`); otherwise the range is empty, and an empty
+///   `end` or `[0]` must not reach etcd, where they mean one key or every key from `start`.
+///   An empty range goes to etcd as [`EtcdRange::Empty`]: answering it locally would lose the
+///   header revision a read or a transaction answers with.
+pub(crate) fn etcd_range(range: &KeyRange) -> EtcdRange {
+    if let KeyRange::Key(k) = range {
+        return EtcdRange::Pair {
+            key: k.clone(),
+            end: Vec::new(),
+        };
+    }
+    let key = match range.start() {
+        [] => vec![0],
+        start => start.to_vec(),
+    };
+    match range.end_bound() {
+        None => EtcdRange::Pair { key, end: vec![0] },
+        Some(end) if end > key => EtcdRange::Pair { key, end },
+        Some(_) if key == [0] => EtcdRange::Empty { at: vec![0, 0] },
+        Some(_) => EtcdRange::Empty { at: key },
+    }
 }
 
 pub(crate) fn convert_kv(kv: &etcd_client::KeyValue) -> KeyValue {
@@ -358,7 +416,7 @@ fn convert_kv_owned(kv: etcd_client::KeyValue) -> KeyValue {
 }
 
 fn get_options(req: &RangeRequest) -> (Vec<u8>, GetOptions) {
-    let (key, end) = range_key(&req.range);
+    let (key, end) = etcd_range(&req.range).into_pair();
     let mut options = GetOptions::new();
     if !end.is_empty() {
         options = options.with_range(end);
@@ -408,7 +466,7 @@ fn put_options(req: &PutRequest) -> PutOptions {
 }
 
 fn delete_options(req: &DeleteRequest) -> (Vec<u8>, DeleteOptions) {
-    let (key, end) = range_key(&req.range);
+    let (key, end) = etcd_range(&req.range).into_pair();
     let mut options = DeleteOptions::new();
     if !end.is_empty() {
         options = options.with_range(end);
@@ -721,5 +779,64 @@ impl Backend for EtcdBackend {
 
     fn limits(&self) -> BackendLimits {
         self.inner.config.limits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(key: &[u8], end: &[u8]) -> EtcdRange {
+        EtcdRange::Pair {
+            key: key.to_vec(),
+            end: end.to_vec(),
+        }
+    }
+
+    fn empty(at: &[u8]) -> EtcdRange {
+        EtcdRange::Empty { at: at.to_vec() }
+    }
+
+    fn range(start: &[u8], end: &[u8]) -> KeyRange {
+        KeyRange::Range {
+            start: start.to_vec(),
+            end: end.to_vec(),
+        }
+    }
+
+    /// etcd's sentinels come only from the forms that mean them; a literal range never turns
+    /// into one.
+    #[test]
+    fn ranges_in_etcd_terms() {
+        let cases = [
+            (KeyRange::key("k"), pair(b"k", b"")),
+            (KeyRange::prefix("a/"), pair(b"a/", b"a0")),
+            (KeyRange::prefix(""), pair(b"\0", b"\0")),
+            (
+                KeyRange::prefix(b"\xff\xff".to_vec()),
+                pair(b"\xff\xff", b"\0"),
+            ),
+            (KeyRange::prefix(b"\0".to_vec()), pair(b"\0", b"\x01")),
+            (KeyRange::FromKey(b"k".to_vec()), pair(b"k", b"\0")),
+            (KeyRange::FromKey(Vec::new()), pair(b"\0", b"\0")),
+            (range(b"a", b"b"), pair(b"a", b"b")),
+            (range(b"", b"b"), pair(b"\0", b"b")),
+            (range(b"", b"\0\0"), pair(b"\0", b"\0\0")),
+            // Empty: an end at or before the start, the empty end and [0] among them.
+            (range(b"a", b""), empty(b"a")),
+            (range(b"a", b"\0"), empty(b"a")),
+            (range(b"b", b"a"), empty(b"b")),
+            (range(b"a", b"a"), empty(b"a")),
+            (range(b"", b""), empty(b"\0\0")),
+            (range(b"", b"\0"), empty(b"\0\0")),
+            (range(b"\0", b"\0"), empty(b"\0\0")),
+        ];
+        for (range, expected) in cases {
+            assert_eq!(etcd_range(&range), expected, "{range:?}");
+        }
+        assert_eq!(
+            etcd_range(&range(b"b", b"a")).into_pair(),
+            (b"b".to_vec(), b"b".to_vec())
+        );
     }
 }

@@ -31,7 +31,7 @@ use coord_core::{
 };
 use etcd_client::{EventType, WatchClient, WatchFilterType, WatchOptions};
 
-use crate::backend::{convert_kv, range_key};
+use crate::backend::{convert_kv, etcd_range, EtcdRange};
 use crate::error::{self, Kind};
 
 /// Settings a watch keeps for re-opening itself.
@@ -104,16 +104,24 @@ fn split(e: Error) -> Broken {
 
 impl State {
     fn options(&self, start: Revision) -> (Vec<u8>, WatchOptions) {
-        let (key, end) = range_key(&self.req.range);
         let mut options = WatchOptions::new().with_start_revision(start);
-        if !end.is_empty() {
-            options = options.with_range(end);
-        }
+        // etcd refuses a watch of an empty interval ("mvcc: watcher range is empty"), so an
+        // empty range watches its one key `at` with both filters: etcd sends no event, but
+        // checks the start revision against compaction as for any watch (checked on 3.4).
+        let (key, nothing) = match etcd_range(&self.req.range) {
+            EtcdRange::Pair { key, end } => {
+                if !end.is_empty() {
+                    options = options.with_range(end);
+                }
+                (key, false)
+            }
+            EtcdRange::Empty { at } => (at, true),
+        };
         let mut filters = Vec::new();
-        if self.req.no_put {
+        if self.req.no_put || nothing {
             filters.push(WatchFilterType::NoPut);
         }
-        if self.req.no_delete {
+        if self.req.no_delete || nothing {
             filters.push(WatchFilterType::NoDelete);
         }
         if !filters.is_empty() {

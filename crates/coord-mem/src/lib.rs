@@ -42,12 +42,11 @@
 //!
 //! # Semantics worth knowing
 //!
-//! - **Key ranges** mean what etcd's `(key, range_end)` pair means: `KeyRange::Range` with an
-//!   empty `end` is one key, with `end == [0]` every key from `start`, and an empty `start`
-//!   with an `end` starts at the first key (as coord-etcd sends it). An empty key where etcd
-//!   needs one (`KeyRange::Key`, a put) is
-//!   [`Error::InvalidArgument`](coord_core::Error::InvalidArgument). Note that
-//!   [`KeyRange::contains`](coord_core::KeyRange::contains) reads `Range` literally instead.
+//! - **Key ranges** mean what [`KeyRange`](coord_core::KeyRange) says, literally (as
+//!   [`KeyRange::contains`](coord_core::KeyRange::contains) reads them): `KeyRange::Range`
+//!   is `[start, end)`, empty when `end <= start` (an empty `end` and `end == [0]` are no
+//!   sentinels). An empty key where etcd needs one (`KeyRange::Key`, a put) is
+//!   [`Error::InvalidArgument`](coord_core::Error::InvalidArgument).
 //! - **`count`** is, as in etcd, the number of keys in the range at the read revision, before
 //!   `limit` and before the `max_create_revision`/`max_mod_revision` filters.
 //! - **Compaction** at revision `c` keeps the state at `c`: reads at `c` and watches from `c`

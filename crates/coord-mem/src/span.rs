@@ -1,9 +1,5 @@
-//! Key ranges as etcd reads them, and request validation as etcd does it.
-//!
-//! coord-etcd sends a [`KeyRange`] as etcd's `(key, range_end)` pair, so this backend gives every
-//! range the meaning etcd gives that pair: an empty `range_end` is one key, `range_end == [0]`
-//! is "to the end of the keyspace", and a `range_end <= key` matches nothing. An empty start
-//! with a non-empty end means "from the first key" (coord-etcd sends it as `[0]`).
+//! Key ranges with their literal meaning (as [`KeyRange`] defines it), and request validation
+//! as etcd does it for what coord-etcd sends.
 
 use std::ops::Bound;
 
@@ -35,18 +31,9 @@ impl<'a> Span<'a> {
             KeyRange::Prefix(p) if p.is_empty() => Span::From(p),
             KeyRange::Prefix(p) => Span::Prefix(p),
             KeyRange::FromKey(k) => Span::From(k),
-            // An empty start with an end is "from the first key" (coord-etcd sends `[0]`);
-            // with no end either, it is an empty key.
-            KeyRange::Range { start, end } if end.is_empty() => Span::One(non_empty(start)?),
-            KeyRange::Range { start, end } => {
-                if end.as_slice() == [0] {
-                    Span::From(start)
-                } else if end <= start {
-                    Span::Empty
-                } else {
-                    Span::Between(start, end)
-                }
-            }
+            // Literal: an end at or before the start (an empty end too) holds no key.
+            KeyRange::Range { start, end } if end <= start => Span::Empty,
+            KeyRange::Range { start, end } => Span::Between(start, end),
         })
     }
 
@@ -142,9 +129,9 @@ pub(crate) fn check_txn(txn: &Txn, limits: &BackendLimits, max_ops: usize) -> Re
 
 /// etcd's `checkIntervals`: within one branch a key may be put once, and not also deleted.
 ///
-/// Like etcd, only bounded deletes count: a delete "to the end of the keyspace" (from-key, or a
-/// prefix of all `0xff` bytes) is encoded with range end `[0]`, which etcd's interval check
-/// never matches.
+/// Like etcd, only bounded deletes count: coord-etcd sends a delete "to the end of the
+/// keyspace" (from-key, the empty prefix, a prefix of all `0xff` bytes) with range end `[0]`,
+/// which etcd's interval check never matches. An empty range matches nothing here or there.
 fn check_duplicates(ops: &[TxnOp]) -> Result<()> {
     let puts = ops.iter().filter_map(|op| match op {
         TxnOp::Put(p) => Some(p.key.as_slice()),

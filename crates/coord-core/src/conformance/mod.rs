@@ -85,7 +85,7 @@ pub use session::{
     session_unknown_lease,
 };
 pub use storage::{
-    storage_compaction, storage_key_metadata, storage_past_revision_reads,
+    storage_compaction, storage_key_metadata, storage_key_range_forms, storage_past_revision_reads,
     storage_prefixed_isolation, storage_range_revision_filters, storage_range_sort_limit,
     storage_revision_per_write, storage_txn_compares, storage_txn_sees_own_writes,
 };
@@ -109,6 +109,7 @@ macro_rules! __coord_conformance_scenarios {
             storage_txn_compares,
             storage_txn_sees_own_writes,
             storage_prefixed_isolation,
+            storage_key_range_forms,
             storage_watch_replay,
             storage_watch_from_now,
             storage_watch_filters,

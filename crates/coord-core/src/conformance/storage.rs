@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use futures::{FutureExt, StreamExt};
+
 use super::support::{
     ensure, ensure_eq, expect_err, keys_of, next_item, scenario, text, Ctx, Failure, Outcome,
+    SETTLE,
 };
 use crate::backend::{Backend, DynBackend};
 use crate::error::Error;
@@ -13,7 +16,7 @@ use crate::kv::{
 };
 use crate::prefixed::Prefixed;
 use crate::txn::{Compare, CompareOp, CompareTarget, Txn, TxnOpResponse};
-use crate::watch::WatchRequest;
+use crate::watch::{EventKind, WatchRequest};
 
 scenario!(
     /// The revision rises by exactly one per write (put, delete, write transaction, however many
@@ -492,8 +495,8 @@ async fn past_revision_reads(ctx: &Ctx) -> Outcome {
 }
 
 scenario!(
-    /// After `compact(r)`, reads below `r` and watches from below `r` give
-    /// [`Error::Compacted`] (never silence), while current reads still work. Compacts only
+    /// After `compact(r)`, reads below `r` and watches from below `r` (also of an empty range)
+    /// give [`Error::Compacted`] (never silence), while current reads still work. Compacts only
     /// revisions the scenario itself wrote, and runs alone in the process.
     storage_compaction,
     Exclusive,
@@ -528,27 +531,27 @@ async fn compaction(ctx: &Ctx) -> Outcome {
         "current value after compaction"
     );
 
-    // A watch from a compacted revision fails, in the call or as its first item.
-    match s
-        .watch(WatchRequest::new(KeyRange::key("k")).with_start_revision(r1))
-        .await
-    {
-        Err(Error::Compacted { .. }) => {}
-        Err(e) => {
-            return Err(Failure::new(format!(
-                "watch from a compacted revision: wrong error {e} ({e:?})"
-            )))
-        }
-        Ok(mut stream) => {
-            let first = next_item(
-                "first item of a watch from a compacted revision",
-                &mut stream,
-            )
-            .await?;
-            ensure!(
-                matches!(first, Err(Error::Compacted { .. })),
-                "a watch from a compacted revision must yield Compacted first, got {first:?}"
-            );
+    // A watch from a compacted revision fails, in the call or as its first item: also one of
+    // an empty range, which has no event to report.
+    let empty = KeyRange::Range {
+        start: b"k".to_vec(),
+        end: Vec::new(),
+    };
+    for range in [KeyRange::key("k"), empty] {
+        let what = format!("a watch of {} from a compacted revision", describe(&range));
+        match s
+            .watch(WatchRequest::new(range).with_start_revision(r1))
+            .await
+        {
+            Err(Error::Compacted { .. }) => {}
+            Err(e) => return Err(Failure::new(format!("{what}: wrong error {e} ({e:?})"))),
+            Ok(mut stream) => {
+                let first = next_item(format!("first item of {what}"), &mut stream).await?;
+                ensure!(
+                    matches!(first, Err(Error::Compacted { .. })),
+                    "{what} must yield Compacted first, got {first:?}"
+                );
+            }
         }
     }
     // Compacting again at the same point is refused with Compacted.
@@ -848,5 +851,352 @@ async fn prefixed_isolation(ctx: &Ctx) -> Outcome {
     );
     base.delete(DeleteRequest::prefix("")).await?;
     ns.lease_revoke(lease.id).await?;
+    Ok(())
+}
+
+/// The keys of [`storage_key_range_forms`], in byte order: `0x00` and `0xff` bytes first,
+/// inside and last, and the empty key (the namespace's own name on the store).
+const RANGE_KEYS: &[&[u8]] = &[
+    b"",
+    b"\0",
+    b"\0\xff",
+    b"a",
+    b"a\0",
+    b"ab",
+    b"ab\xff",
+    b"a\xff",
+    b"b",
+    b"\xff",
+    b"\xff\0",
+    b"\xff\xff",
+];
+
+/// A key that failure messages show with every byte visible.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Shown(Vec<u8>);
+
+impl std::fmt::Debug for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{}\"", self.0.escape_ascii())
+    }
+}
+
+fn shown(key: &[u8]) -> Shown {
+    Shown(key.to_vec())
+}
+
+/// A range as failure messages name it.
+fn describe(range: &KeyRange) -> String {
+    match range {
+        KeyRange::Key(k) => format!("key {:?}", shown(k)),
+        KeyRange::Prefix(p) => format!("prefix {:?}", shown(p)),
+        KeyRange::Range { start, end } => format!("[{:?}, {:?})", shown(start), shown(end)),
+        KeyRange::FromKey(k) => format!("from {:?} on", shown(k)),
+    }
+}
+
+/// One range form of [`storage_key_range_forms`] and where it runs.
+struct Form {
+    what: String,
+    range: KeyRange,
+    /// Empty: through the adapter. Otherwise the scenario's namespace, and the form runs on the
+    /// raw backend, where only the keys under it are compared (other scenarios share the store).
+    base: Vec<u8>,
+    /// Whether it is deleted too. Not the raw forms that a backend reading etcd's sentinels
+    /// would take for "to the end of the keyspace": they would delete other scenarios' keys.
+    delete: bool,
+}
+
+impl Form {
+    fn store<'a>(&self, ctx: &'a Ctx) -> &'a DynBackend {
+        if self.base.is_empty() {
+            &ctx.store
+        } else {
+            &ctx.raw
+        }
+    }
+
+    /// Whether the scenario's key `key` is in the range, as its literal meaning says.
+    fn holds(&self, key: &[u8]) -> bool {
+        self.range.contains(&[&self.base[..], key].concat())
+    }
+
+    /// The scenario's keys in the range.
+    fn expected(&self) -> Vec<&'static [u8]> {
+        RANGE_KEYS
+            .iter()
+            .copied()
+            .filter(|k| self.holds(k))
+            .collect()
+    }
+
+    /// The scenario's keys among `kvs`, shown.
+    fn seen(&self, kvs: &[KeyValue]) -> Vec<Shown> {
+        kvs.iter()
+            .filter_map(|kv| kv.key.strip_prefix(&self.base[..]))
+            .map(shown)
+            .collect()
+    }
+}
+
+/// Every form, through the adapter and (those with etcd-looking ends) on the raw backend under
+/// the namespace `ns`.
+fn range_forms(ns: &[u8]) -> Vec<Form> {
+    let span = |start: &[u8], end: &[u8]| KeyRange::Range {
+        start: start.to_vec(),
+        end: end.to_vec(),
+    };
+    let adapter = |range: KeyRange| Form {
+        what: describe(&range),
+        range,
+        base: Vec::new(),
+        delete: true,
+    };
+    let ns_key = |key: &[u8]| [ns, key].concat();
+    let raw = |range: KeyRange, delete: bool| Form {
+        what: format!("{} on the raw backend", describe(&range)),
+        range,
+        base: ns.to_vec(),
+        delete,
+    };
+    let mut forms: Vec<Form> = [
+        KeyRange::key("ab"),
+        KeyRange::key(""),
+        KeyRange::key("absent"),
+        KeyRange::prefix("a"),
+        KeyRange::prefix("ab"),
+        KeyRange::prefix(""),
+        KeyRange::prefix(b"\0".to_vec()),
+        KeyRange::prefix(b"\xff".to_vec()),
+        span(b"a", b"b"),
+        span(b"a\0", b"a\xff"),
+        span(b"\xff", b"\xff\xff"),
+        // No sentinels: an empty end and [0] are below "a", so both ranges are empty.
+        span(b"a", b""),
+        span(b"a", b"\0"),
+        span(b"", b"\0"),
+        span(b"b", b"a"),
+        span(b"ab", b"ab"),
+        span(b"", b"ab"),
+        span(b"", b""),
+        KeyRange::FromKey(b"ab".to_vec()),
+        KeyRange::FromKey(b"\xff\0".to_vec()),
+        KeyRange::FromKey(Vec::new()),
+    ]
+    .into_iter()
+    .map(adapter)
+    .collect();
+    // On the backend itself, which gets the ends "" and "\0" unchanged (the adapter prefixes
+    // them) and an empty start that reaches other scenarios' keys.
+    forms.extend([
+        raw(span(&ns_key(b"a"), b""), true),
+        raw(span(b"", b""), true),
+        raw(span(&ns_key(b"a"), b"\0"), false),
+        raw(span(b"", b"\0"), false),
+        raw(span(b"", &ns_key(b"a")), false),
+        raw(KeyRange::FromKey(ns_key(b"ab")), false),
+    ]);
+    forms
+}
+
+/// A change of the scenario, as a watch shows it: revision, key, kind.
+type Change = (Revision, Shown, EventKind);
+
+scenario!(
+    /// Every form of [`KeyRange`] means its literal set of keys, through the namespace adapter
+    /// and on the backend itself, for reads, deletes (plain and in a transaction, with a read
+    /// before and after) and watches: one key; a prefix (one that is a proper prefix of other
+    /// keys, the empty one, `"\0"`, `"\xff"`); `[start, end)` with an end above the start, an
+    /// empty end, the end `"\0"` (keys below `"\0"`: the empty key only), an end at or before
+    /// the start, an empty start; from a key to the end. The keys hold `0x00` and `0xff` bytes;
+    /// the expected keys are those [`KeyRange::contains`] accepts. Also: an empty range deleted
+    /// next to a put of its start key in one transaction is no duplicate.
+    storage_key_range_forms,
+    Shared,
+    key_range_forms
+);
+
+async fn key_range_forms(ctx: &Ctx) -> Outcome {
+    let s = &ctx.store;
+    let forms = range_forms(&ctx.prefix);
+    let mut watches = Vec::with_capacity(forms.len());
+    for form in &forms {
+        let req = WatchRequest::new(form.range.clone());
+        watches.push(form.store(ctx).watch(req).await?);
+    }
+    let mut log: Vec<(Revision, &'static [u8], EventKind)> = Vec::new();
+    for key in RANGE_KEYS {
+        let rev = s.put(PutRequest::new(*key, "v")).await?.header_revision;
+        log.push((rev, key, EventKind::Put));
+    }
+
+    for form in &forms {
+        let what = &form.what;
+        let expected = form.expected();
+        let shown_expected: Vec<Shown> = expected.iter().map(|k| shown(k)).collect();
+        let store = form.store(ctx);
+        let r = store.range(RangeRequest::new(form.range.clone())).await?;
+        ensure_eq!(form.seen(&r.kvs), shown_expected, "keys read from {what}");
+        if form.base.is_empty() {
+            ensure_eq!(r.count, expected.len() as i64, "count of {what}");
+        }
+        if !form.delete {
+            continue;
+        }
+
+        let t = store
+            .txn(Txn::new().and_then([
+                RangeRequest::new(form.range.clone()).into(),
+                DeleteRequest::new(form.range.clone()).with_prev_kv().into(),
+                RangeRequest::new(form.range.clone()).into(),
+            ]))
+            .await?;
+        let (before, after) = (t.range(0)?, t.range(2)?);
+        ensure_eq!(
+            form.seen(&before.kvs),
+            shown_expected,
+            "keys a transaction reads from {what}"
+        );
+        ensure_eq!(
+            form.seen(&after.kvs),
+            Vec::<Shown>::new(),
+            "keys the transaction reads from {what} after deleting it"
+        );
+        // A read ahead of the transaction's write may carry the revision before it.
+        ensure!(
+            0 < before.header_revision
+                && before.header_revision <= after.header_revision
+                && after.header_revision == t.header_revision,
+            "revisions of the reads of {what} around its delete, in a transaction at revision \
+             {}: {} and {}",
+            t.header_revision,
+            before.header_revision,
+            after.header_revision
+        );
+        let Some(TxnOpResponse::Delete(deleted)) = t.responses.get(1) else {
+            return Err(Failure::new(format!(
+                "the transaction deleting {what} answered {:?}",
+                t.responses
+            )));
+        };
+        ensure_eq!(
+            (deleted.deleted, form.seen(&deleted.prev_kvs)),
+            (expected.len() as i64, shown_expected.clone()),
+            "(count, keys) a transaction deletes from {what}"
+        );
+        restore(s, &expected, t.header_revision, &mut log).await?;
+
+        let d = store
+            .delete(DeleteRequest::new(form.range.clone()).with_prev_kv())
+            .await?;
+        ensure_eq!(
+            (d.deleted, form.seen(&d.prev_kvs)),
+            (expected.len() as i64, shown_expected.clone()),
+            "(count, keys) a delete of {what} deletes"
+        );
+        let left = s.range(RangeRequest::prefix("")).await?;
+        let kept: Vec<Shown> = RANGE_KEYS
+            .iter()
+            .filter(|k| !expected.contains(k))
+            .map(|k| shown(k))
+            .collect();
+        let left: Vec<Shown> = left.kvs.iter().map(|kv| shown(&kv.key)).collect();
+        ensure_eq!(left, kept, "keys left after deleting {what}");
+        restore(s, &expected, d.header_revision, &mut log).await?;
+    }
+
+    // etcd's duplicate-key check: a delete of an empty range overlaps no put.
+    let empty = KeyRange::Range {
+        start: b"ab".to_vec(),
+        end: b"ab".to_vec(),
+    };
+    let t = s
+        .txn(Txn::new().and_then([
+            DeleteRequest::new(empty).into(),
+            PutRequest::new("ab", "w").into(),
+        ]))
+        .await?;
+    ensure!(
+        matches!(t.responses.first(), Some(TxnOpResponse::Delete(d)) if d.deleted == 0),
+        "a delete of [ab, ab) next to a put of ab deletes nothing: {:?}",
+        t.responses
+    );
+    log.push((t.header_revision, b"ab", EventKind::Put));
+    let end = s.delete(DeleteRequest::prefix("")).await?;
+    ensure_eq!(
+        end.deleted,
+        RANGE_KEYS.len() as i64,
+        "keys deleted at the end"
+    );
+    log.extend(
+        RANGE_KEYS
+            .iter()
+            .map(|k| (end.header_revision, *k, EventKind::Delete)),
+    );
+
+    // Each watch saw exactly the changes of its keys, in revision order.
+    for (form, watch) in forms.iter().zip(&mut watches) {
+        let what = &form.what;
+        let mut expected: Vec<Change> = log
+            .iter()
+            .filter(|(_, k, _)| form.holds(k))
+            .map(|(rev, k, kind)| (*rev, shown(k), *kind))
+            .collect();
+        // A revision changes a key once, so (revision, key) orders the changes.
+        let order = |a: &Change, b: &Change| (a.0, &a.1).cmp(&(b.0, &b.1));
+        expected.sort_by(order);
+        let mut got: Vec<Change> = Vec::with_capacity(expected.len());
+        while got.len() < expected.len() {
+            let event = next_item(format!("watch of {what}"), watch).await??;
+            if let Some(key) = event.kv.key.strip_prefix(&form.base[..]) {
+                got.push((event.revision(), shown(key), event.kind));
+            }
+        }
+        ensure!(
+            got.windows(2).all(|w| w[0].0 <= w[1].0),
+            "events of a watch of {what} out of revision order: {got:?}"
+        );
+        got.sort_by(order);
+        ensure_eq!(got, expected, "(revision, key, kind) a watch of {what} saw");
+    }
+    // And nothing more: no change is left that a watch could still report.
+    tokio::time::sleep(SETTLE).await;
+    for (form, watch) in forms.iter().zip(&mut watches) {
+        while let Some(item) = watch.next().now_or_never() {
+            match item {
+                Some(Ok(event)) => ensure!(
+                    !event.kv.key.starts_with(&form.base),
+                    "a watch of {} saw one change too many: {:?} at {}",
+                    form.what,
+                    shown(&event.kv.key),
+                    event.revision()
+                ),
+                other => {
+                    return Err(Failure::new(format!(
+                        "the watch of {} ended: {other:?}",
+                        form.what
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts the `keys` that a delete at revision `deleted` removed back, in one transaction, and
+/// logs both changes.
+async fn restore(
+    s: &DynBackend,
+    keys: &[&'static [u8]],
+    deleted: Revision,
+    log: &mut Vec<(Revision, &'static [u8], EventKind)>,
+) -> Outcome {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let puts = keys.iter().map(|k| PutRequest::new(*k, "v").into());
+    let rev = s.txn(Txn::new().and_then(puts)).await?.header_revision;
+    log.extend(keys.iter().map(|k| (deleted, *k, EventKind::Delete)));
+    log.extend(keys.iter().map(|k| (rev, *k, EventKind::Put)));
     Ok(())
 }

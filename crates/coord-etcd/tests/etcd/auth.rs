@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use coord_core::{Backend, Error, KeyRange, PutRequest, RangeRequest, Txn, TxnOp, WatchRequest};
+use coord_core::{
+    Backend, DeleteRequest, Error, KeyRange, PutRequest, RangeRequest, Txn, TxnOp, WatchRequest,
+};
 use coord_etcd::EtcdConfig;
 use etcd_client::Permission;
 use etcd_harness::EtcdServer;
@@ -69,6 +71,16 @@ async fn app_user_is_confined_to_its_prefix() {
         .await
         .unwrap();
     assert!(t.succeeded);
+    // An empty range inside /app/: etcd gets it at its start key, which the user may use.
+    let empty = KeyRange::Range {
+        start: b"/app/b".to_vec(),
+        end: b"/app/a".to_vec(),
+    };
+    let read = app.range(RangeRequest::new(empty.clone())).await.unwrap();
+    assert_eq!((read.count, read.header_revision), (0, t.header_revision));
+    let del = app.delete(DeleteRequest::new(empty.clone())).await.unwrap();
+    assert_eq!(del.deleted, 0);
+    drop(app.watch(WatchRequest::new(empty)).await.unwrap());
 
     // Outside: PermissionDenied, at once, for every kind of call.
     let started = Instant::now();
@@ -87,9 +99,7 @@ async fn app_user_is_confined_to_its_prefix() {
         app.watch(WatchRequest::new(KeyRange::prefix("/other/")))
             .await
             .map(drop),
-        app.delete(coord_core::DeleteRequest::prefix("/"))
-            .await
-            .map(drop),
+        app.delete(DeleteRequest::prefix("/")).await.map(drop),
     ];
     for (i, result) in denied.into_iter().enumerate() {
         let e = result.expect_err("outside /app/");
