@@ -52,8 +52,10 @@ impl Election {
     ///
     /// If this session already has a candidacy on the name (e.g. after a restart with the same
     /// lease) it is taken over and its value replaced by `value`. Fails with
-    /// [`Error::SessionExpired`] if the session ends while waiting: never reports a leadership
-    /// it does not have.
+    /// [`Error::SessionExpired`] if the session ends while waiting, or [`Error::NotHeld`] if the
+    /// candidacy's key is deleted while it waits: never reports a leadership it does not have.
+    /// A proposal the store could not take in one request is [`Error::InvalidArgument`] before
+    /// anything is sent.
     ///
     /// # Cancel safety
     ///
@@ -268,11 +270,12 @@ impl Leadership {
 
     /// Resolves when the leadership is lost without a resign: the session ended
     /// ([`Error::SessionExpired`], [`Error::SessionClosed`]) or the key was deleted
-    /// ([`Error::NotHeld`]).
+    /// ([`Error::NotHeld`]). As [`LockGuard::lost`](crate::LockGuard::lost): transient failures
+    /// are retried, and every call after the first only waits.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: it only reads and waits.
+    /// Cancel safe: dropping it mid-setup leaves the next call to finish it.
     pub async fn lost(&self) -> Error {
         self.held.lost().await
     }

@@ -96,11 +96,18 @@ impl LockGuard {
     }
 
     /// Resolves when the lock is lost: the session ended ([`Error::SessionExpired`],
-    /// [`Error::SessionClosed`]) or the key was deleted by someone else ([`Error::NotHeld`]).
+    /// [`Error::SessionClosed`]) or the key was deleted by someone else ([`Error::NotHeld`],
+    /// e.g. an operator's `etcdctl del`). Transient store failures are retried, never taken as
+    /// "still held"; only an error that retrying cannot fix (e.g. [`Error::PermissionDenied`]
+    /// on the watch) is returned instead.
+    ///
+    /// The first call of a guard that got the lock without waiting registers with the name's
+    /// watch and reads the key once; a guard that waited already has it. Every later call only
+    /// waits, so it is cheap in a `select!` loop.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: it only reads and waits.
+    /// Cancel safe: dropping it mid-setup leaves the next call to finish it.
     pub async fn lost(&self) -> Error {
         self.held.lost().await
     }

@@ -10,14 +10,16 @@
 //! Each contender writes one key on its [`Session`]'s lease and learns, in the same
 //! transaction, the keys ahead of it: all of them when there are at most 16, else the one just
 //! ahead. It then waits for their deletes, delivered by one delete-only watch per name that the
-//! session registers on its first contended acquire of that name and keeps: later acquires
-//! subscribe to it before their transaction, so no release is missed, and no waiter is ever left
-//! on a watch the store must catch up on. Keys created later are behind it, so once every key it
-//! knew of is deleted, the lock is its own without a further call; in a longer queue it reads
-//! once after the key just ahead goes, and repeats. A release therefore makes at most the next
-//! contender issue a call (herd-free in calls). An acquire that never waits opens no watch at
-//! all. The cost: every session watching a name receives each release event of that name
-//! (small, filtered in-process); with thousands of sessions waiting on one name, measure.
+//! session registers on its first contended acquire of that name and keeps while it has a
+//! waiter or a holder there (then, after a short linger, closes): later acquires subscribe to it
+//! before their transaction, so no release is missed, and no waiter is ever left on a watch the
+//! store must catch up on. Keys created later are behind it, so once every key it knew of is
+//! deleted, the lock is its own without a further call; in a longer queue it reads once after
+//! the key just ahead goes, and repeats. A release therefore makes at most the next contender
+//! issue a call (herd-free in calls). An acquire that never waits opens no watch at all. The
+//! same watch tells a holder that its key was deleted ([`LockGuard::lost`]). The cost: every
+//! session watching a name receives each release event of that name (small, filtered
+//! in-process); with thousands of sessions waiting on one name, measure.
 //!
 //! # Names
 //!

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::error::{Error, Result};
-use crate::session::lock_unpoisoned;
+use crate::session::{lock_unpoisoned, shrink_if_sparse};
 
 /// A session's in-process bookkeeping.
 #[derive(Default)]
@@ -164,6 +164,7 @@ impl Drop for TurnEntry {
             .is_some_and(|m| Arc::strong_count(m) == 1)
         {
             turns.remove(&self.key);
+            shrink_if_sparse(&mut turns);
         }
     }
 }
@@ -187,6 +188,7 @@ impl Drop for Claim {
             *mine = mine.saturating_sub(1);
             if c.reads == 0 && c.writes == 0 {
                 claims.remove(&self.name);
+                shrink_if_sparse(&mut claims);
             }
         }
     }

@@ -427,3 +427,13 @@ fn into_dyn(backend: impl Backend) -> DynBackend {
 pub(crate) fn lock_unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Gives back a map's spare capacity once it is mostly empty, so that a burst of names does not
+/// keep its memory for ever (a `HashMap` never shrinks by itself).
+pub(crate) fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(
+    map: &mut std::collections::HashMap<K, V>,
+) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}

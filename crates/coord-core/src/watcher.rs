@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::DynBackend;
 use crate::error::{Error, Result};
 use crate::kv::{KeyRange, RangeRequest, Revision};
-use crate::session::lock_unpoisoned;
+use crate::session::{lock_unpoisoned, shrink_if_sparse};
 use crate::watch::{next_revision, EventKind, PeekableWatch, WatchRequest};
 
 /// How long a name's watch stays open after its last waiter or holder is gone, by default.
@@ -156,10 +156,13 @@ impl NameWatches {
 
     /// How many name watches are open (registered and not yet closed).
     pub(crate) fn open_count(&self) -> usize {
-        lock_unpoisoned(&self.entries)
-            .values()
-            .filter(|e| e.watch.is_running())
-            .count()
+        let e = lock_unpoisoned(&self.entries);
+        eprintln!(
+            "DBG entries {} running {}",
+            e.len(),
+            e.values().filter(|e| e.watch.is_running()).count()
+        );
+        e.values().filter(|e| e.watch.is_running()).count()
     }
 
     fn leave(&self, watch: &Arc<NameWatch>) {
@@ -178,6 +181,7 @@ impl NameWatches {
             } else {
                 // Never registered (the registration failed or was dropped): nothing to close.
                 entries.remove(&watch.prefix);
+                shrink_if_sparse(&mut entries);
             }
         }
     }
@@ -191,6 +195,7 @@ impl NameWatches {
                     return false;
                 }
                 entries.remove(&watch.prefix);
+                shrink_if_sparse(&mut entries);
                 true
             }
             _ => true,
@@ -278,6 +283,7 @@ impl Drop for Holding {
         let mut holders = lock_unpoisoned(&self.watch.holders);
         if holders.get(&self.key).is_some_and(|h| h.id == self.id) {
             holders.remove(&self.key);
+            shrink_if_sparse(&mut holders);
         }
     }
 }

@@ -181,6 +181,13 @@ impl Watchers {
         let Some((_, index)) = self.all.remove(&id) else {
             return;
         };
+        // Memory follows the watches open now, not the most ever open (maps never shrink by
+        // themselves).
+        if self.all.capacity() > 64 && self.all.len() < self.all.capacity() / 4 {
+            self.all.shrink_to(self.all.len() * 2);
+            self.prefixes.shrink_to(self.prefixes.len() * 2);
+            self.exact.shrink_to(self.exact.len() * 2);
+        }
         fn unlist(map: &mut HashMap<Vec<u8>, Vec<u64>>, key: &[u8], id: u64) -> bool {
             let Some(ids) = map.get_mut(key) else {
                 return false;
