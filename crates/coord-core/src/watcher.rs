@@ -156,13 +156,10 @@ impl NameWatches {
 
     /// How many name watches are open (registered and not yet closed).
     pub(crate) fn open_count(&self) -> usize {
-        let e = lock_unpoisoned(&self.entries);
-        eprintln!(
-            "DBG entries {} running {}",
-            e.len(),
-            e.values().filter(|e| e.watch.is_running()).count()
-        );
-        e.values().filter(|e| e.watch.is_running()).count()
+        lock_unpoisoned(&self.entries)
+            .values()
+            .filter(|e| e.watch.is_running())
+            .count()
     }
 
     fn leave(&self, watch: &Arc<NameWatch>) {
