@@ -7,11 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coord::mem::MemStore;
-use coord::{Backend, CallKind, DeleteRequest, Error, Mutex, Session};
-use coord_core::{
-    BackendLimits, LeaseGrant, LeaseId, LeaseTimeToLive, Result, Revision, Txn, TxnResponse,
-    WatchRequest, WatchStream,
-};
+use coord::{Backend, CallKind, Decorator, DeleteRequest, Error, Mutex, Session};
+use coord_core::{Result, WatchRequest, WatchStream};
 use tokio::sync::Semaphore;
 
 /// `lost()` first awaited while the store fails every watch registration and read: it keeps
@@ -129,36 +126,16 @@ struct SlowWatch {
 }
 
 #[async_trait]
-impl Backend for SlowWatch {
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        self.inner.txn(txn).await
-    }
-    async fn lease_grant(&self, ttl: i64, id: Option<LeaseId>) -> Result<LeaseGrant> {
-        self.inner.lease_grant(ttl, id).await
-    }
-    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(id).await
-    }
-    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        self.inner.lease_keep_alive(id).await
-    }
-    async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseTimeToLive> {
-        self.inner.lease_time_to_live(id, keys).await
-    }
-    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
-        self.inner.lease_list().await
+impl Decorator for SlowWatch {
+    type Inner = MemStore;
+    fn inner(&self) -> &MemStore {
+        &self.inner
     }
     async fn watch(&self, req: WatchRequest) -> Result<WatchStream> {
         if req.range.start().starts_with(&self.slow_prefix) {
             let _permit = self.gate.acquire().await.unwrap();
         }
         self.inner.watch(req).await
-    }
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        self.inner.compact(revision).await
-    }
-    fn limits(&self) -> BackendLimits {
-        self.inner.limits()
     }
 }
 

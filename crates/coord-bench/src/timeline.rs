@@ -4,11 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use coord_core::{
-    Backend, BackendLimits, DeleteRequest, DeleteResponse, LeaseGrant, LeaseId, LeaseTimeToLive,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, Result, Revision, Txn, TxnResponse,
-    WatchRequest, WatchStream,
-};
+use coord_core::{Backend, Decorator, Result, Txn, TxnResponse, WatchRequest, WatchStream};
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -54,36 +50,16 @@ impl<B> Timeline<B> {
 }
 
 #[async_trait]
-impl<B: Backend> Backend for Timeline<B> {
+impl<B: Backend> Decorator for Timeline<B> {
+    type Inner = B;
+    fn inner(&self) -> &B {
+        &self.inner
+    }
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         Self::mark(&self.marks, Mark::TxnStart);
         let r = self.inner.txn(txn).await;
         Self::mark(&self.marks, Mark::TxnEnd);
         r
-    }
-    async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.inner.range(req).await
-    }
-    async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        self.inner.put(req).await
-    }
-    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
-        self.inner.delete(req).await
-    }
-    async fn lease_grant(&self, ttl: i64, id: Option<LeaseId>) -> Result<LeaseGrant> {
-        self.inner.lease_grant(ttl, id).await
-    }
-    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(id).await
-    }
-    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        self.inner.lease_keep_alive(id).await
-    }
-    async fn lease_time_to_live(&self, id: LeaseId, with_keys: bool) -> Result<LeaseTimeToLive> {
-        self.inner.lease_time_to_live(id, with_keys).await
-    }
-    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
-        self.inner.lease_list().await
     }
     async fn watch(&self, req: WatchRequest) -> Result<WatchStream> {
         let stream = self.inner.watch(req).await?;
@@ -91,11 +67,5 @@ impl<B: Backend> Backend for Timeline<B> {
         Ok(Box::pin(
             stream.inspect(move |_| Self::mark(&marks, Mark::Event)),
         ))
-    }
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        self.inner.compact(revision).await
-    }
-    fn limits(&self) -> BackendLimits {
-        self.inner.limits()
     }
 }

@@ -13,9 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use coord_core::{
-    Backend, BackendLimits, DeleteRequest, DeleteResponse, Error, KeyRange, LeaseGrant, LeaseId,
-    LeaseTimeToLive, PutRequest, PutResponse, RangeRequest, RangeResponse, Result, Revision, Txn,
-    TxnOp, TxnResponse, WatchRequest, WatchStream,
+    Backend, Decorator, DeleteRequest, Error, KeyRange, Result, Revision, Txn, TxnOp, TxnResponse,
 };
 
 /// What happened to one logged transaction.
@@ -131,7 +129,11 @@ fn deleted_keys(txn: &Txn) -> Vec<Vec<u8>> {
 }
 
 #[async_trait]
-impl<B: Backend + Clone> Backend for LossyBackend<B> {
+impl<B: Backend + Clone> Decorator for LossyBackend<B> {
+    type Inner = B;
+    fn inner(&self) -> &B {
+        &self.inner
+    }
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let keys = deleted_keys(&txn);
         let guarded = !txn.compares.is_empty();
@@ -218,38 +220,5 @@ impl<B: Backend + Clone> Backend for LossyBackend<B> {
             resp.header_revision,
         );
         Ok(resp)
-    }
-    async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.inner.range(req).await
-    }
-    async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        self.inner.put(req).await
-    }
-    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
-        self.inner.delete(req).await
-    }
-    async fn lease_grant(&self, ttl: i64, id: Option<LeaseId>) -> Result<LeaseGrant> {
-        self.inner.lease_grant(ttl, id).await
-    }
-    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(id).await
-    }
-    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        self.inner.lease_keep_alive(id).await
-    }
-    async fn lease_time_to_live(&self, id: LeaseId, with_keys: bool) -> Result<LeaseTimeToLive> {
-        self.inner.lease_time_to_live(id, with_keys).await
-    }
-    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
-        self.inner.lease_list().await
-    }
-    async fn watch(&self, req: WatchRequest) -> Result<WatchStream> {
-        self.inner.watch(req).await
-    }
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        self.inner.compact(revision).await
-    }
-    fn limits(&self) -> BackendLimits {
-        self.inner.limits()
     }
 }

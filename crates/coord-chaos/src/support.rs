@@ -25,6 +25,7 @@ pub fn variant(e: &Error) -> &'static str {
         Error::Cancelled => "Cancelled",
         Error::Backend { .. } => "Backend",
         Error::WouldDeadlock { .. } => "WouldDeadlock",
+        Error::Unsupported { .. } => "Unsupported",
         _ => "Other",
     }
 }

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use crate::backend::{Backend, BackendLimits};
+use crate::backend::{Backend, Decorator};
 use crate::error::Result;
 use crate::kv::{
     DeleteRequest, DeleteResponse, LeaseId, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -343,7 +343,13 @@ impl<B> Counting<B> {
 }
 
 #[async_trait]
-impl<B: Backend> Backend for Counting<B> {
+impl<B: Backend> Decorator for Counting<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         self.counters.bump(CallKind::Txn);
         self.inner.txn(txn).await
@@ -401,10 +407,6 @@ impl<B: Backend> Backend for Counting<B> {
     async fn compact(&self, revision: Revision) -> Result<()> {
         self.counters.bump(CallKind::Compact);
         self.inner.compact(revision).await
-    }
-
-    fn limits(&self) -> BackendLimits {
-        self.inner.limits()
     }
 }
 

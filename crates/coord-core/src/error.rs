@@ -99,6 +99,14 @@ pub enum Error {
     #[error("timed out")]
     Timeout,
 
+    /// The store does not have an optional capability the request needs (see
+    /// [`Capability`](crate::Capability)); no primitive of `coord` needs one.
+    #[error("unsupported by this backend: {capability:?}")]
+    Unsupported {
+        /// The missing capability.
+        capability: crate::backend::Capability,
+    },
+
     /// The operation was cancelled (its future dropped or its token cancelled).
     #[error("cancelled")]
     Cancelled,

@@ -57,7 +57,7 @@ pub mod txn;
 pub mod watch;
 mod watcher;
 
-pub use backend::{Backend, BackendLimits, DynBackend};
+pub use backend::{Backend, BackendLimits, Capabilities, Capability, Decorator, DynBackend};
 pub use counting::{AtomicCallCounts, CallCounts, CallKind, Counting};
 pub use election::{Election, ElectionObserver, Leadership};
 pub use error::{BoxError, Error, Result};

@@ -3,13 +3,13 @@
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use crate::backend::{Backend, BackendLimits};
+use crate::backend::{Backend, Decorator};
 use crate::error::Result;
 use crate::kv::{
     prefix_end, DeleteRequest, DeleteResponse, KeyRange, KeyValue, LeaseId, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, Revision,
+    PutResponse, RangeRequest, RangeResponse,
 };
-use crate::lease::{LeaseGrant, LeaseTimeToLive};
+use crate::lease::LeaseTimeToLive;
 use crate::txn::{Txn, TxnOp, TxnOpResponse, TxnResponse};
 use crate::watch::{WatchRequest, WatchStream};
 
@@ -137,7 +137,13 @@ fn namespaced(prefix: &[u8], range: KeyRange) -> KeyRange {
 }
 
 #[async_trait]
-impl<B: Backend + Clone> Backend for Prefixed<B> {
+impl<B: Backend + Clone> Decorator for Prefixed<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let txn = Txn {
             compares: txn
@@ -176,18 +182,6 @@ impl<B: Backend + Clone> Backend for Prefixed<B> {
         Ok(self.delete_resp(self.inner.delete(self.delete_req(req)).await?))
     }
 
-    async fn lease_grant(&self, ttl: i64, id: Option<LeaseId>) -> Result<LeaseGrant> {
-        self.inner.lease_grant(ttl, id).await
-    }
-
-    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(id).await
-    }
-
-    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        self.inner.lease_keep_alive(id).await
-    }
-
     async fn lease_time_to_live(&self, id: LeaseId, with_keys: bool) -> Result<LeaseTimeToLive> {
         let mut ttl = self.inner.lease_time_to_live(id, with_keys).await?;
         // Keys outside the namespace stay hidden.
@@ -198,10 +192,6 @@ impl<B: Backend + Clone> Backend for Prefixed<B> {
             .map(|k| k[self.prefix.len()..].to_vec())
             .collect();
         Ok(ttl)
-    }
-
-    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
-        self.inner.lease_list().await
     }
 
     async fn watch(&self, mut req: WatchRequest) -> Result<WatchStream> {
@@ -215,14 +205,6 @@ impl<B: Backend + Clone> Backend for Prefixed<B> {
                 ev
             })
         })))
-    }
-
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        self.inner.compact(revision).await
-    }
-
-    fn limits(&self) -> BackendLimits {
-        self.inner.limits()
     }
 }
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use coord_core::{
-    Backend, BackendLimits, Compare, CompareOp, CompareTarget, DeleteRequest, DeleteResponse,
-    Error, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseTimeToLive, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, Result, Revision, SortOrder, SortTarget, Txn, TxnOp,
+    Backend, BackendLimits, Capabilities, Compare, CompareOp, CompareTarget, DeleteRequest,
+    DeleteResponse, Error, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseTimeToLive, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, Result, Revision, SortOrder, SortTarget, Txn, TxnOp,
     TxnOpResponse, TxnResponse, WatchRequest, WatchStream,
 };
 use etcd_client::{
@@ -775,6 +775,11 @@ impl Backend for EtcdBackend {
             Ok(_) => Ok(()),
             Err(e) => Err(self.with_compact_revision(e, None, revision).await),
         }
+    }
+
+    /// Every optional capability: etcd's whole API.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
     }
 
     fn limits(&self) -> BackendLimits {

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use coord_core::{
-    AtomicCallCounts, Backend, BackendLimits, CallCounts, CallKind, DeleteRequest, DeleteResponse,
-    Error, LeaseGrant, LeaseId, LeaseTimeToLive, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, Result, Revision, Txn, TxnResponse, WatchRequest, WatchStream,
+    AtomicCallCounts, Backend, BackendLimits, CallCounts, CallKind, Capabilities, DeleteRequest,
+    DeleteResponse, Error, LeaseGrant, LeaseId, LeaseTimeToLive, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, Result, Revision, Txn, TxnResponse, WatchRequest, WatchStream,
 };
 use tokio::time::Instant;
 
@@ -311,6 +311,11 @@ impl Backend for MemStore {
     async fn compact(&self, revision: Revision) -> Result<()> {
         self.inner.begin(CallKind::Compact)?;
         self.inner.lock_state().compact(revision)
+    }
+
+    /// Every optional capability: etcd's whole API.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
     }
 
     fn limits(&self) -> BackendLimits {
