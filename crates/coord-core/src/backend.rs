@@ -204,7 +204,8 @@ impl std::fmt::Debug for Capabilities {
 /// of `coord` uses, and what a new backend implements first; the **optional
 /// [`Capability`]s** are etcd's extras, declared in [`Backend::capabilities`]. The conformance
 /// suite (`coord_core::conformance`) checks the required level on every backend and each
-/// capability where it is declared. See the `backend_guide` module for writing a backend.
+/// capability where it is declared. See [`backend_guide`](crate::backend_guide) for writing a
+/// backend.
 ///
 /// # Contract: the required level
 ///
