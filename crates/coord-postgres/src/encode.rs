@@ -110,7 +110,10 @@ impl<'a> Args<'a> {
                 self.push_range(&d.range);
                 self.o_value.push(&[]);
                 self.o_lease.push(0);
-                self.o_flags.push(i32::from(d.prev_kv));
+                // Bit 3: one key, which txn_w deletes without the range machinery.
+                let one = matches!(d.range, KeyRange::Key(_));
+                self.o_flags
+                    .push(i32::from(d.prev_kv) | (i32::from(one) << 3));
                 self.push_zeros();
             }
         }

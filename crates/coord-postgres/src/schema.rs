@@ -41,6 +41,7 @@ pub(crate) struct Sql {
     pub(crate) compact: String,
     pub(crate) current: String,
     pub(crate) changes: String,
+    pub(crate) hub_changes: String,
     pub(crate) reap: String,
     pub(crate) compact_auto: String,
     pub(crate) listen: String,
@@ -82,6 +83,17 @@ impl Sql {
             compact: format!("SELECT {s}.compact($1)"),
             current: format!("SELECT revision FROM {s}.revision"),
             changes: format!("SELECT * FROM {s}.changes($1, $2, $3, $4)"),
+            // The hub's read, every key: a plain statement rather than `changes()`, because a
+            // SQL function is planned again on each call and this runs on every wake-up. Each
+            // row carries the current and compact revision of the snapshot; with no change in
+            // the window, one row of NULLs after them.
+            hub_changes: format!(
+                "SELECT r.revision, m.compact_revision, l.revision, l.idx, l.key, l.deleted, \
+                 l.value, l.create_revision, l.version, l.lease, l.prev_value, \
+                 l.prev_create_revision, l.prev_mod_revision, l.prev_version, l.prev_lease \
+                 FROM {s}.revision r CROSS JOIN {s}.meta m LEFT JOIN LATERAL \
+                 (SELECT * FROM {s}.log WHERE revision > $1 AND revision <= $2) l ON true"
+            ),
             reap: format!("SELECT * FROM {s}.reap($1)"),
             compact_auto: format!("SELECT {s}.compact_auto($1, $2, $3)"),
             listen: format!("LISTEN {}", quote_ident(&channel)),

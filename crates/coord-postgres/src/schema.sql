@@ -101,31 +101,48 @@ CREATE TYPE {s}.change AS (
 
 -- Whether every compare holds. Targets: 0 create revision, 1 mod revision, 2 version,
 -- 3 value, 4 lease; ops: 0 =, 1 <>, 2 >, 3 <. A missing key has 0 for the numbers, and a
--- value compare on it is false (etcd's rule).
+-- value compare on it is false (etcd's rule). PL/pgSQL, not SQL: a SQL function with a FROM
+-- clause is planned again on every call, which cost more than the rest of a transaction; a
+-- PL/pgSQL statement's plan is cached per connection. One index lookup per compare.
 CREATE FUNCTION {s}.compares_hold(
     c_key bytea[], c_target smallint[], c_op smallint[], c_num bigint[], c_val bytea[])
-RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT coalesce(bool_and(
-        CASE WHEN c.target = 3 THEN
-            k.key IS NOT NULL AND CASE c.op
-                WHEN 0 THEN k.value = c.val
-                WHEN 1 THEN k.value <> c.val
-                WHEN 2 THEN k.value > c.val
-                ELSE k.value < c.val END
+RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    k {s}.kv;
+    v bigint;
+    ok boolean;
+    i integer;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(c_key, 1), 0) LOOP
+        SELECT * INTO k FROM {s}.kv WHERE kv.key = c_key[i];
+        IF c_target[i] = 3 THEN
+            IF NOT FOUND THEN
+                RETURN false;
+            END IF;
+            ok := CASE c_op[i]
+                WHEN 0 THEN k.value = c_val[i]
+                WHEN 1 THEN k.value <> c_val[i]
+                WHEN 2 THEN k.value > c_val[i]
+                ELSE k.value < c_val[i] END;
         ELSE
-            CASE c.op
-                WHEN 0 THEN f.v = c.num
-                WHEN 1 THEN f.v <> c.num
-                WHEN 2 THEN f.v > c.num
-                ELSE f.v < c.num END
-        END), true)
-    FROM unnest(c_key, c_target, c_op, c_num, c_val) AS c(key, target, op, num, val)
-    LEFT JOIN {s}.kv k ON k.key = c.key
-    CROSS JOIN LATERAL (SELECT CASE c.target
-        WHEN 0 THEN coalesce(k.create_revision, 0)
-        WHEN 1 THEN coalesce(k.mod_revision, 0)
-        WHEN 2 THEN coalesce(k.version, 0)
-        ELSE coalesce(k.lease, 0) END AS v) f
+            -- Not found: every field of k is NULL, so 0.
+            v := coalesce(CASE c_target[i]
+                WHEN 0 THEN k.create_revision
+                WHEN 1 THEN k.mod_revision
+                WHEN 2 THEN k.version
+                ELSE k.lease END, 0);
+            ok := CASE c_op[i]
+                WHEN 0 THEN v = c_num[i]
+                WHEN 1 THEN v <> c_num[i]
+                WHEN 2 THEN v > c_num[i]
+                ELSE v < c_num[i] END;
+        END IF;
+        IF NOT ok THEN
+            RETURN false;
+        END IF;
+    END LOOP;
+    RETURN true;
+END
 $$;
 
 -- The keys of [p_start, p_end) (p_end NULL: no end) as they were at revision p_rev: the
@@ -320,8 +337,8 @@ $$;
 -- run the chosen branch's ops in order (later ops see earlier ones), log each change at the
 -- one new revision, bump the revision once if anything changed, and NOTIFY (a wake-up only:
 -- the log is the truth; NOTIFY is delivered at COMMIT, after the change is visible).
--- Ops: o_kind 0 range, 1 put, 2 delete; o_branch true = success branch; o_flags bit 0 prev_kv
--- (range flags as in range_op). A put naming an unknown or expired lease raises CO001, which
+-- Ops: o_kind 0 range, 1 put, 2 delete; o_branch true = success branch; o_flags bit 0 prev_kv,
+-- bit 3 "one key" (a delete of KeyRange::Key), range flags as in range_op. A put naming an unknown or expired lease raises CO001, which
 -- rolls the whole statement back: nothing is written.
 CREATE FUNCTION {s}.txn_w(
     c_key bytea[], c_target smallint[], c_op smallint[], c_num bigint[], c_val bytea[],
@@ -341,8 +358,10 @@ DECLARE
     v_rows {s}.result[];
     i integer;
 BEGIN
-    SELECT r.revision INTO v_cur FROM {s}.revision r FOR UPDATE;
-    v_rev := v_cur + 1;
+    -- Lock and bump in one statement (most write transactions change something); undone
+    -- below when nothing changed. The row lock is held until COMMIT either way.
+    UPDATE {s}.revision SET revision = revision + 1 RETURNING revision INTO v_rev;
+    v_cur := v_rev - 1;
     v_ok := {s}.compares_hold(c_key, c_target, c_op, c_num, c_val);
     FOR i IN 1 .. coalesce(array_length(o_kind, 1), 0) LOOP
         CONTINUE WHEN o_branch[i] <> v_ok;
@@ -378,6 +397,31 @@ BEGIN
                     v_prev.create_revision, v_prev.mod_revision, v_prev.version,
                     v_prev.lease)::{s}.result;
             END IF;
+        ELSIF (o_flags[i] & 8) <> 0 THEN
+            -- One key (an unlock): a plain DELETE … RETURNING, no CTE or aggregate.
+            DELETE FROM {s}.kv WHERE kv.key = o_key[i] RETURNING * INTO v_prev;
+            v_n := 0;
+            v_rows := NULL;
+            IF FOUND THEN
+                INSERT INTO {s}.log VALUES (v_rev, v_idx, v_prev.key, true, NULL, NULL, NULL, NULL,
+                    v_prev.value, v_prev.create_revision, v_prev.mod_revision, v_prev.version,
+                    v_prev.lease);
+                v_n := 1;
+                IF (o_flags[i] & 1) <> 0 THEN
+                    v_rows := ARRAY[ROW(v_op, v_rev, 0, false, v_prev.key, v_prev.value,
+                        v_prev.create_revision, v_prev.mod_revision, v_prev.version,
+                        v_prev.lease)::{s}.result];
+                END IF;
+            END IF;
+            IF v_n > 0 THEN
+                v_idx := v_idx + 1;
+                v_changed := true;
+            END IF;
+            RETURN NEXT ROW(v_op, CASE WHEN v_changed THEN v_rev ELSE v_cur END, v_n, false,
+                            NULL, NULL, NULL, NULL, NULL, NULL)::{s}.result;
+            IF v_rows IS NOT NULL THEN
+                RETURN QUERY SELECT * FROM unnest(v_rows);
+            END IF;
         ELSE
             SELECT d.n, d.rows INTO v_n, v_rows
               FROM {s}.delete_range(v_op, v_rev, v_idx, o_key[i], o_end[i], 0,
@@ -395,8 +439,9 @@ BEGIN
         v_op := v_op + 1;
     END LOOP;
     IF v_changed THEN
-        UPDATE {s}.revision SET revision = v_rev;
         PERFORM pg_notify('{chan}', v_rev::text);
+    ELSE
+        UPDATE {s}.revision SET revision = v_cur;
     END IF;
     RETURN NEXT ROW(-1, CASE WHEN v_changed THEN v_rev ELSE v_cur END,
                     CASE WHEN v_ok THEN 1 ELSE 0 END, false,

@@ -243,57 +243,81 @@ struct Changes {
     rows: Vec<Change>,
 }
 
+/// The change in the columns of `row` from `b` on (revision, idx, key, deleted, value,
+/// create_revision, version, lease, then the prev_* columns), as `changes()` and the hub's
+/// statement return them.
+fn change_at(row: &Row, b: usize) -> Change {
+    let revision: i64 = row.get(b);
+    let key: Vec<u8> = row.get(b + 2);
+    let deleted: bool = row.get(b + 3);
+    let kv = (!deleted).then(|| KeyValue {
+        key: key.clone(),
+        value: row.get::<_, Option<Vec<u8>>>(b + 4).unwrap_or_default(),
+        create_revision: row.get::<_, Option<i64>>(b + 5).unwrap_or(revision),
+        mod_revision: revision,
+        version: row.get::<_, Option<i64>>(b + 6).unwrap_or(1),
+        lease: row.get::<_, Option<i64>>(b + 7).unwrap_or(0),
+    });
+    let prev = row
+        .get::<_, Option<i64>>(b + 9)
+        .map(|create_revision| KeyValue {
+            key: key.clone(),
+            value: row.get::<_, Option<Vec<u8>>>(b + 8).unwrap_or_default(),
+            create_revision,
+            mod_revision: row.get::<_, Option<i64>>(b + 10).unwrap_or(0),
+            version: row.get::<_, Option<i64>>(b + 11).unwrap_or(0),
+            lease: row.get::<_, Option<i64>>(b + 12).unwrap_or(0),
+        });
+    Change {
+        revision,
+        idx: row.get(b + 1),
+        key,
+        deleted,
+        kv,
+        prev,
+    }
+}
+
+/// The rows of `changes()`: a header (kind 0), then changes (kind 1).
 fn parse_changes(rows: Vec<Row>) -> Result<Changes> {
     let mut header = None;
     let mut changes = Vec::with_capacity(rows.len().saturating_sub(1));
     for row in rows {
-        let kind: i16 = row.get(0);
-        if kind == 0 {
+        if row.get::<_, i16>(0) == 0 {
             header = Some((row.get::<_, i64>(1), row.get::<_, i64>(6)));
-            continue;
-        }
-        let revision: i64 = row.get(1);
-        let key: Vec<u8> = row.get(3);
-        let deleted: bool = row.get(4);
-        let kv = if deleted {
-            None
         } else {
-            Some(KeyValue {
-                key: key.clone(),
-                value: row.get::<_, Option<Vec<u8>>>(5).unwrap_or_default(),
-                create_revision: row.get::<_, Option<i64>>(6).unwrap_or(revision),
-                mod_revision: revision,
-                version: row.get::<_, Option<i64>>(7).unwrap_or(1),
-                lease: row.get::<_, Option<i64>>(8).unwrap_or(0),
-            })
-        };
-        let prev = row
-            .get::<_, Option<i64>>(10)
-            .map(|create_revision| KeyValue {
-                key: key.clone(),
-                value: row.get::<_, Option<Vec<u8>>>(9).unwrap_or_default(),
-                create_revision,
-                mod_revision: row.get::<_, Option<i64>>(11).unwrap_or(0),
-                version: row.get::<_, Option<i64>>(12).unwrap_or(0),
-                lease: row.get::<_, Option<i64>>(13).unwrap_or(0),
-            });
-        changes.push(Change {
-            revision,
-            idx: row.get(2),
-            key,
-            deleted,
-            kv,
-            prev,
-        });
+            changes.push(change_at(&row, 1));
+        }
     }
     let (current, compact) =
         header.ok_or_else(|| error::protocol("change log read without its header row"))?;
-    changes.sort_unstable_by_key(|c| (c.revision, c.idx));
-    Ok(Changes {
-        current,
-        compact,
-        rows: changes,
-    })
+    Ok(Changes::sorted(current, compact, changes))
+}
+
+/// The rows of the hub's statement: current and compact revision on each, then a change
+/// (NULL when the window had none).
+fn parse_hub_changes(rows: Vec<Row>) -> Result<Changes> {
+    let first = rows
+        .first()
+        .ok_or_else(|| error::protocol("change log read without a row"))?;
+    let (current, compact) = (first.get::<_, i64>(0), first.get::<_, i64>(1));
+    let changes = rows
+        .iter()
+        .filter(|row| row.get::<_, Option<i64>>(2).is_some())
+        .map(|row| change_at(row, 2))
+        .collect();
+    Ok(Changes::sorted(current, compact, changes))
+}
+
+impl Changes {
+    fn sorted(current: Revision, compact: Revision, mut rows: Vec<Change>) -> Changes {
+        rows.sort_unstable_by_key(|c| (c.revision, c.idx));
+        Changes {
+            current,
+            compact,
+            rows,
+        }
+    }
 }
 
 /// The events `w` wants of one revision's changes.
@@ -520,7 +544,7 @@ async fn serve(
     mut notes: Notes,
     down_since: &mut Option<Instant>,
 ) -> Result<()> {
-    let statement = tokio::time::timeout(hub.request_timeout, client.prepare(&hub.sql.changes))
+    let statement = tokio::time::timeout(hub.request_timeout, client.prepare(&hub.sql.hub_changes))
         .await
         .map_err(|_| error::timeout("watch", hub.request_timeout))?
         .map_err(|e| error::from_client(e, 0))?;
@@ -566,15 +590,14 @@ async fn poll(hub: &Hub, client: &Client, statement: &tokio_postgres::Statement)
             // No watch yet: only learn where the store is.
             None => (i64::MAX, i64::MAX),
         };
-        let no_key: Option<Vec<u8>> = None;
         let rows = tokio::time::timeout(
             hub.request_timeout,
-            client.query(statement, &[&from, &upto, &no_key, &no_key]),
+            client.query(statement, &[&from, &upto]),
         )
         .await
         .map_err(|_| error::timeout("watch", hub.request_timeout))?
         .map_err(|e| error::from_client(e, 0))?;
-        let changes = parse_changes(rows)?;
+        let changes = parse_hub_changes(rows)?;
         let mut state = hub.lock();
         let Some(after) = after else {
             // Positioned at the store's revision, unless a watch registered meanwhile needs
