@@ -44,6 +44,7 @@ pub(crate) struct Sql {
     pub(crate) hub_changes: String,
     pub(crate) reap: String,
     pub(crate) compact_auto: String,
+    pub(crate) vacuum: String,
     pub(crate) listen: String,
 }
 
@@ -96,6 +97,10 @@ impl Sql {
             ),
             reap: format!("SELECT * FROM {s}.reap($1)"),
             compact_auto: format!("SELECT {s}.compact_auto($1, $2, $3)"),
+            // SKIP_LOCKED: another process's compactor vacuuming the same tables is enough.
+            vacuum: format!(
+                "VACUUM (SKIP_LOCKED) {s}.log, {s}.kv, {s}.lease, {s}.revision, {s}.meta"
+            ),
             listen: format!("LISTEN {}", quote_ident(&channel)),
             schema: s,
             channel,
