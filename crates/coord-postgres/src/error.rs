@@ -93,7 +93,11 @@ pub(crate) fn rolled_back(code: &SqlState) -> bool {
 /// What a `tokio-postgres` error means.
 pub(crate) fn classify(e: &tokio_postgres::Error) -> Kind {
     let Some(db) = e.as_db_error() else {
-        // No SQLSTATE: a closed connection, an I/O or TLS failure, a connect timeout.
+        // No SQLSTATE: a closed connection, an I/O failure, a connect timeout: transient. But
+        // a certificate that does not verify needs a configuration change, not a retry.
+        if chain_text(e).to_ascii_lowercase().contains("certificate") {
+            return Kind::Other;
+        }
         return Kind::Unavailable;
     };
     let code = db.code();
@@ -117,6 +121,18 @@ pub(crate) fn classify(e: &tokio_postgres::Error) -> Kind {
     } else {
         Kind::Other
     }
+}
+
+/// Every message of an error and its sources, joined.
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 /// Builds the [`Error`] for `kind`. `lease` names the lease for [`Error::LeaseNotFound`] when
