@@ -79,7 +79,7 @@ async fn sizes_stay_bounded_after_100k_lock_cycles() {
         "history of {} revisions kept, retention {retention}",
         current - compact
     );
-    assert!(log_rows as i64 <= retention + 200, "{log_rows} log rows");
+    assert!(log_rows <= retention + 200, "{log_rows} log rows");
     // 80,000 more cycles after the warm-up may not grow the tables much (a few pages of slack
     // for what VACUUM has not reached yet).
     let bound = |warm: i64| warm + warm / 2 + 512 * 1024;
