@@ -45,14 +45,14 @@
 //!
 //! | promise | how |
 //! | --- | --- |
-//! | one revision per write transaction, exactly +1, gap-free, in commit order | every write takes the one `revision` row `FOR UPDATE` first and keeps it until COMMIT: writers are serialised, so a snapshot that sees revision r+1 sees r |
+//! | one revision per write transaction, exactly +1, gap-free, in commit order | every write first locks and bumps the one `revision` row (`UPDATE … RETURNING`, undone if nothing changed) and holds it until COMMIT: writers are serialised, so a snapshot that sees revision r+1 sees r |
 //! | reads and transactions are linearizable | each call is one statement; reads see every committed write; a read-only transaction runs on one snapshot |
 //! | leases expire on the database clock, within TTL + the reap interval (250 ms) | `expires_at` from the server's `now()`; every connected backend reaps; an expired lease is gone for every call at once, even before it is reaped |
 //! | expiry and revoke delete the lease's keys at one revision, with delete events | `end_lease()` logs each delete at that revision |
 //! | watches: every event from the start revision, in order, none missed or repeated, a revision's events together | the log table is the truth, read by revision; NOTIFY only wakes the hub |
 //! | a lost connection does not lose events | the hub reconnects, LISTENs, and reads on from the last revision it handed out |
 //! | fencing tokens never go down, across restarts | the revision is a durable row |
-//! | bounded storage | the log keeps the last [`PostgresConfig::with_history_retention`] revisions; VACUUM (autovacuum) reclaims the rows |
+//! | bounded storage | the log keeps the last [`PostgresConfig::with_history_retention`] revisions; the compactor VACUUMs the tables (tested: sizes flat over 100,000 lock cycles) |
 //!
 //! # What each call costs
 //!
@@ -60,7 +60,7 @@
 //!
 //! | call | statement | takes the revision lock |
 //! | --- | --- | --- |
-//! | `txn` with a put or delete in either branch, `put`, `delete` | `txn_w(…)` | yes |
+//! | `txn` with a put or delete in either branch, `put`, `delete` | `txn_w(…)`: one durable commit | yes |
 //! | `txn` that only reads, `range` | `txn_r(…)` (one snapshot) | no |
 //! | `lease_grant` | `INSERT … ON CONFLICT DO NOTHING` | no |
 //! | `lease_keep_alive` | `UPDATE … WHERE expires_at > now()` | no |
@@ -68,6 +68,12 @@
 //! | `lease_time_to_live`, `lease_list` | `SELECT` | no |
 //! | `compact` | `compact(…)` | no |
 //! | `watch` | a read of the revision (start `0`) or a replay of the log (start in the past) | no |
+//!
+//! Measured here (PostgreSQL 15, fsync on, loopback, a shared 2-core machine, p50): an
+//! uncontended lock + unlock through `coord_core::Mutex` 1.1–1.6 ms (session advisory locks:
+//! 0.2 ms, but no WAL, no token, no lost notice); a handoff (A unlocks, B holds) 1.5–1.9 ms
+//! (advisory locks: 0.7–0.9 ms); put to watch event on another task 1.0–1.3 ms.
+//! `examples/pg_lock_latency.rs` and `examples/pg_watch_latency.rs` measure them.
 //!
 //! So an uncontended `coord_core::Mutex` lock + unlock is 2 statements (the acquire
 //! transaction and the release transaction); [`PostgresBackend::round_trips`] counts them.
@@ -94,6 +100,25 @@
 //! never that far behind, and a hub that was disconnected for longer gets
 //! [`coord_core::Error::Compacted`] on the watches that lost events. Explicit
 //! [`Backend::compact`](coord_core::Backend::compact) works as on etcd.
+//!
+//! Deleted rows take space until VACUUM. Autovacuum wakes once a minute by default, which at a
+//! few thousand writes a second let the log double between runs; so the compactor also runs
+//! `VACUUM (SKIP_LOCKED)` on the schema's tables after every half retention of compacted
+//! revisions (left to autovacuum if the role may not VACUUM them).
+//!
+//! # Limits worth knowing
+//!
+//! - **Write throughput** is one WAL flush per write, in series: the revision lock is held
+//!   through COMMIT (that is what makes revisions gap-free and in commit order). A few
+//!   thousand writes a second on a local disk; reads take no lock and scale.
+//! - **The watch hub** filters each revision against every watch of its process in turn: fine
+//!   for hundreds of watches per process, measure for many thousands. Events wait in an
+//!   unbounded queue per watch until read (as etcd's server buffers them).
+//! - **Another process's compactor** does not know this process's watches (see above).
+//! - **`sslmode`/`sslrootcert` in libpq's key-value form** are read only when unquoted; the
+//!   URL form is read fully.
+//! - **`count`** of a read with a limit or a `max_*_revision` filter costs a second index
+//!   scan (etcd's `count` is taken before both).
 //!
 //! # Error mapping
 //!

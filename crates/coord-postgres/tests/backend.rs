@@ -484,3 +484,59 @@ async fn bad_input_is_refused() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+/// The backend is `Clone + Debug + Send + Sync + 'static`; when its last clone is dropped,
+/// its background tasks (reaper, watch hub) end and every connection closes, and a watch still
+/// open ends with an error instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_clone_stops_everything() {
+    fn bounds<T: Clone + std::fmt::Debug + Send + Sync + 'static>() {}
+    bounds::<PostgresBackend>();
+    let Some(url) = common::url() else {
+        return;
+    };
+    let app = format!("coord-drop-{:x}", common::random());
+    let store = common::config(&url)
+        .with_application_name(app.clone())
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = store
+        .watch(WatchRequest::new(KeyRange::prefix(prefix("drop"))))
+        .await
+        .unwrap();
+    let clone = store.clone();
+    clone
+        .put(PutRequest::new(prefix("drop"), "v"))
+        .await
+        .unwrap();
+    let count = || async {
+        let rows = common::psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '{app}%'"
+        ))
+        .await;
+        rows[0].get::<_, i64>(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count().await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no pooled and listening connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(store);
+    drop(clone);
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the watch ends when the backend is dropped");
+    assert!(
+        matches!(ended, Some(Err(Error::Unavailable { .. }))),
+        "{ended:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count().await > 0 {
+        assert!(Instant::now() < deadline, "connections left after the drop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
