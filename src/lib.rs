@@ -25,6 +25,7 @@
 //! |---------|---------|--------------|
 //! | `mem`   | yes     | [`mem`]: the in-memory backend (`coord-mem`), deterministic under tokio's paused clock, with fault injection |
 //! | `etcd`  | no      | [`etcd`]: the etcd v3 backend (`coord-etcd`) |
+//! | `postgres` | no   | [`postgres`]: the PostgreSQL backend (`coord-postgres`) |
 #![deny(missing_docs)]
 
 pub use coord_core::*;
@@ -39,6 +40,12 @@ pub mod mem {
 #[cfg(feature = "etcd")]
 pub mod etcd {
     pub use coord_etcd::*;
+}
+
+/// The PostgreSQL backend.
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use coord_postgres::*;
 }
 
 // The README's example is compiled and run as a doctest.

@@ -1,0 +1,159 @@
+//! Tests on a PostgreSQL of their own: TLS with a self-signed certificate, and a restart.
+
+use std::time::Duration;
+
+use coord_core::{Backend, Error, KeyRange, Mutex, PutRequest, Session, WatchRequest};
+use coord_postgres::PostgresConfig;
+use futures::StreamExt;
+
+mod common;
+
+/// `sslmode=require` encrypts (the server's certificate unchecked, as libpq does without a
+/// CA); `verify-full` with the CA connects; with a CA that did not sign the server's
+/// certificate it is refused, for good (no retry until the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_the_url_asks() {
+    let signed =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (signed.cert.pem(), signed.key_pair.serialize_pem());
+    let Some(server) = common::OwnServer::start(Some((&cert, &key))).await else {
+        return;
+    };
+    let app = "coord-tls-test";
+    let config = |query: &str| {
+        PostgresConfig::new(format!("{}?{query}", server.url()))
+            .with_application_name(app)
+            .with_connect_timeout(Duration::from_secs(5))
+    };
+    let uses_tls = |store: coord_postgres::PostgresBackend| async move {
+        // A call first, so that a pooled connection exists.
+        store.put(PutRequest::new("k", "v")).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(&server_url(&store), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let rows = client
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        !rows.is_empty() && rows.iter().all(|r| r.get::<_, bool>(0))
+    };
+    fn server_url(store: &coord_postgres::PostgresBackend) -> String {
+        // The same server, plain TCP, no password: the URL as configured, minus its query.
+        let url = store.config().url();
+        url.split('?').next().unwrap().to_string()
+    }
+
+    let require = config("sslmode=require").connect().await.unwrap();
+    assert!(
+        uses_tls(require.clone()).await,
+        "sslmode=require: connections use TLS"
+    );
+    drop(require);
+
+    let full = config("sslmode=verify-full")
+        .with_ca_cert_pem(cert.clone())
+        .connect()
+        .await
+        .unwrap();
+    assert!(
+        uses_tls(full.clone()).await,
+        "sslmode=verify-full: connections use TLS"
+    );
+    drop(full);
+
+    let plain = config("sslmode=disable").connect().await.unwrap();
+    assert!(
+        !uses_tls(plain.clone()).await,
+        "sslmode=disable: plain connections"
+    );
+    drop(plain);
+
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let started = std::time::Instant::now();
+    let refused = config("sslmode=verify-full")
+        .with_ca_cert_pem(other.cert.pem())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        !refused.is_retryable() && started.elapsed() < Duration::from_secs(4),
+        "a certificate that does not verify is refused at once: {refused:?}"
+    );
+    assert!(matches!(
+        config("sslmode=verify-full").connect().await,
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+/// Fencing tokens keep rising across `pg_ctl restart -m fast` (the revision is durable); the
+/// session survives the restart, and a watch opened before it sees every change after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_rise_and_watches_resume_across_a_restart() {
+    let Some(server) = common::OwnServer::start(None).await else {
+        return;
+    };
+    let store = PostgresConfig::new(server.url())
+        .with_request_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    let session = Session::new(store.clone(), 15).await.unwrap();
+    let mutex = Mutex::new(&session, "restart/lock").unwrap();
+    let mut watch = store
+        .watch(WatchRequest::new(KeyRange::prefix("restart/w/")))
+        .await
+        .unwrap();
+    let guard = mutex.lock().await.unwrap();
+    let before = guard.fencing_token();
+    guard.unlock().await.unwrap();
+    let r1 = store
+        .put(PutRequest::new("restart/w/1", "a"))
+        .await
+        .unwrap()
+        .header_revision;
+
+    server.restart().await;
+
+    // The first calls may fail retryably while the pool finds its connections gone.
+    let mut r2 = None;
+    for _ in 0..50 {
+        match store.put(PutRequest::new("restart/w/2", "b")).await {
+            Ok(r) => {
+                r2 = Some(r.header_revision);
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let r2 = r2.expect("a put after the restart");
+    let guard = mutex.lock().await.unwrap();
+    assert!(
+        guard.fencing_token() > before && r2 > r1,
+        "tokens after the restart: {} after {before}",
+        guard.fencing_token()
+    );
+    guard.unlock().await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("a watch event after the restart")
+            .expect("the watch goes on")
+            .expect("no error");
+        got.push(e.revision());
+    }
+    assert_eq!(got, vec![r1, r2], "the watch across the restart");
+    assert!(
+        !session.is_lost(),
+        "the session survived a restart shorter than its TTL"
+    );
+    session.close().await.unwrap();
+}
