@@ -78,6 +78,7 @@ pub(crate) fn spawn(
                     tracing::debug!(reaped, "expired leases ended");
                 }
                 let target = (current - keep + 1).min(hub.compaction_cap().unwrap_or(i64::MAX));
+                let mut behind = false;
                 if target - compacted >= step {
                     let statement = client
                         .prepare_cached(&sql.compact_auto)
@@ -90,6 +91,9 @@ pub(crate) fn spawn(
                         .map_err(|e| e.to_string())?
                         .get(0);
                     tracing::trace!(compact_revision = now, "history compacted");
+                    // More than one batch behind (writes outpace one batch a pass): go on at
+                    // once, so the history stays bounded at any write rate.
+                    behind = target - now >= step;
                     if let Some(n) = unvacuumed.as_mut() {
                         *n += now - compacted;
                         if *n >= vacuum_every {
@@ -101,12 +105,12 @@ pub(crate) fn spawn(
                         }
                     }
                 }
-                Ok::<_, String>((reaped, next_due))
+                Ok::<_, String>((reaped, next_due, behind))
             })
             .await;
             match pass {
-                Ok(Ok((reaped, next_due))) => {
-                    if reaped >= REAP_BATCH {
+                Ok(Ok((reaped, next_due, behind))) => {
+                    if reaped >= REAP_BATCH || behind {
                         pause = Duration::ZERO;
                     } else if let Some(due) = next_due {
                         // A due lease that was skipped (being renewed right now) is looked at
