@@ -1,33 +1,13 @@
 # Shared by test.sh and bench.sh (sourced, not run): installs missing Debian packages and
 # starts one etcd on a free loopback port with a temporary data dir, stopped by pid at exit.
 
-# install_packages WHO PACKAGE...: apt-get installs the packages (as root), or says what is
-# missing and exits 2.
-install_packages() {
-  local who=$1
-  shift
-  [ $# -gt 0 ] || return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "$who: installing $*" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-  else
-    echo "$who: missing $*: install them (Debian: sudo apt-get install -y $*) and run again" >&2
-    exit 2
-  fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/common-lib.sh"
 
 # The etcd packages every script needs, when their commands are missing.
 missing_etcd_packages() {
   command -v etcd >/dev/null 2>&1 || echo etcd-server
   command -v etcdctl >/dev/null 2>&1 || echo etcd-client
   command -v protoc >/dev/null 2>&1 || echo protobuf-compiler
-}
-
-# A free loopback port: bind to port 0 and read what the kernel picked.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
-    || echo $((20000 + RANDOM % 20000))
 }
 
 etcd_pid=""
@@ -46,7 +26,7 @@ stop_etcd() {
 start_etcd() {
   local who=$1 name=$2 attempt client_port peer_port healthy
   etcd_data_dir=$(mktemp -d -t "$name-etcd.XXXXXX")
-  trap stop_etcd EXIT INT TERM
+  at_exit stop_etcd
   for attempt in 1 2 3 4 5; do
     client_port=$(free_port)
     peer_port=$(free_port)

@@ -17,6 +17,21 @@ mod mem {
     coord_core::conformance_tests!(|| async { Arc::new(MemStore::new()) as DynBackend });
 }
 
+/// The required level only: a store that declares no optional capability and refuses every
+/// request that needs one. Every primitive's scenario passes on it; the capability scenarios
+/// and checks are left out.
+mod mem_required_level {
+    use super::*;
+
+    coord_core::conformance_tests!(|| async {
+        Arc::new(
+            MemStore::builder()
+                .capabilities(coord::Capabilities::none())
+                .build(),
+        ) as DynBackend
+    });
+}
+
 /// Through `impl Backend for Arc<T>`: every call forwarded by the blanket impl first.
 mod mem_through_arc {
     use super::*;

@@ -151,6 +151,45 @@ impl Capabilities {
     }
 }
 
+impl Capabilities {
+    /// [`Error::Unsupported`] when the read `req` needs a capability this set lacks (a past
+    /// revision, count-only, the `max_mod_revision` filter, a sort by key or mod revision).
+    pub fn check_range(self, req: &RangeRequest) -> Result<()> {
+        use crate::kv::SortTarget;
+        if req.revision != 0 {
+            self.require(Capability::PastRevisionReads)?;
+        }
+        if req.count_only {
+            self.require(Capability::CountOnly)?;
+        }
+        if req.max_mod_revision != 0 {
+            self.require(Capability::ModRevisionFilter)?;
+        }
+        if matches!(req.sort, Some((SortTarget::Key | SortTarget::Mod, _))) {
+            self.require(Capability::SortByKeyOrMod)?;
+        }
+        Ok(())
+    }
+
+    /// [`Error::Unsupported`] when the transaction needs a capability this set lacks: in a
+    /// compare (version) or in a read of either branch.
+    pub fn check_txn(self, txn: &Txn) -> Result<()> {
+        if txn
+            .compares
+            .iter()
+            .any(|c| matches!(c.target, crate::txn::CompareTarget::Version(_)))
+        {
+            self.require(Capability::VersionCompares)?;
+        }
+        for op in txn.success.iter().chain(&txn.failure) {
+            if let TxnOp::Range(r) = op {
+                self.check_range(r)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Capabilities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set()
@@ -165,7 +204,8 @@ impl std::fmt::Debug for Capabilities {
 /// of `coord` uses, and what a new backend implements first; the **optional
 /// [`Capability`]s** are etcd's extras, declared in [`Backend::capabilities`]. The conformance
 /// suite (`coord_core::conformance`) checks the required level on every backend and each
-/// capability where it is declared. See the `backend_guide` module for writing a backend.
+/// capability where it is declared. See [`backend_guide`](crate::backend_guide) for writing a
+/// backend.
 ///
 /// # Contract: the required level
 ///

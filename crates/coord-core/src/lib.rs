@@ -34,6 +34,8 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+#[doc = include_str!("backend_guide.md")]
+pub mod backend_guide {}
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod counting;

@@ -1,6 +1,6 @@
 //! The builder of a [`MemStore`].
 
-use coord_core::BackendLimits;
+use coord_core::{BackendLimits, Capabilities};
 
 use crate::store::MemStore;
 
@@ -24,6 +24,7 @@ pub struct MemStoreBuilder {
     pub(crate) limits: BackendLimits,
     pub(crate) max_txn_ops: usize,
     pub(crate) lease_id_seed: Option<u64>,
+    pub(crate) capabilities: Capabilities,
 }
 
 impl Default for MemStoreBuilder {
@@ -33,6 +34,7 @@ impl Default for MemStoreBuilder {
             limits: BackendLimits::default(),
             max_txn_ops: MemStoreBuilder::DEFAULT_MAX_TXN_OPS,
             lease_id_seed: None,
+            capabilities: Capabilities::all(),
         }
     }
 }
@@ -76,6 +78,15 @@ impl MemStoreBuilder {
     /// Without it, ids are random.
     pub fn lease_id_seed(mut self, seed: u64) -> Self {
         self.lease_id_seed = Some(seed);
+        self
+    }
+
+    /// The optional capabilities the store declares and accepts (default: all of them, as
+    /// etcd). With fewer, requests that need a missing one fail with
+    /// [`Error::Unsupported`](coord_core::Error::Unsupported), as on a backend that has only
+    /// the required level: `Capabilities::none()` checks that code runs on any backend.
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
         self
     }
 

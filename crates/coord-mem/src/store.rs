@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use coord_core::{
-    AtomicCallCounts, Backend, BackendLimits, CallCounts, CallKind, Capabilities, DeleteRequest,
-    DeleteResponse, Error, LeaseGrant, LeaseId, LeaseTimeToLive, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, Result, Revision, Txn, TxnResponse, WatchRequest, WatchStream,
+    AtomicCallCounts, Backend, BackendLimits, CallCounts, CallKind, Capabilities, Capability,
+    DeleteRequest, DeleteResponse, Error, LeaseGrant, LeaseId, LeaseTimeToLive, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, Result, Revision, Txn, TxnResponse, WatchRequest,
+    WatchStream,
 };
 use tokio::time::Instant;
 
@@ -40,6 +41,7 @@ pub(crate) struct Inner {
     pub(crate) faults: FaultState,
     limits: BackendLimits,
     max_txn_ops: usize,
+    capabilities: Capabilities,
     expiry: ExpiryDriver,
 }
 
@@ -124,6 +126,7 @@ impl MemStore {
                 faults: FaultState::default(),
                 limits: b.limits,
                 max_txn_ops: b.max_txn_ops,
+                capabilities: b.capabilities,
                 expiry: ExpiryDriver::default(),
             }),
         }
@@ -211,12 +214,14 @@ impl MemStore {
 impl Backend for MemStore {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         self.inner.begin(CallKind::Txn)?;
+        self.inner.capabilities.check_txn(&txn)?;
         span::check_txn(&txn, &self.inner.limits, self.inner.max_txn_ops)?;
         self.inner.lock_state().txn(txn)
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
         self.inner.begin(CallKind::Range)?;
+        self.inner.capabilities.check_range(&req)?;
         Span::of(&req.range)?;
         let state = self.inner.lock_state();
         state.check_range(&req, state.revision())?;
@@ -287,6 +292,7 @@ impl Backend for MemStore {
 
     async fn lease_list(&self) -> Result<Vec<LeaseId>> {
         self.inner.begin(CallKind::LeaseList)?;
+        self.inner.capabilities.require(Capability::LeaseList)?;
         Ok(self.inner.lock_state().leases.list())
     }
 
@@ -310,12 +316,13 @@ impl Backend for MemStore {
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         self.inner.begin(CallKind::Compact)?;
+        self.inner.capabilities.require(Capability::Compaction)?;
         self.inner.lock_state().compact(revision)
     }
 
-    /// Every optional capability: etcd's whole API.
+    /// Every optional capability (etcd's whole API) unless built with fewer.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        self.inner.capabilities
     }
 
     fn limits(&self) -> BackendLimits {

@@ -379,7 +379,8 @@ scenario!(
     /// scenario's own revisions, and runs alone in the process.
     election_observe_after_compaction,
     Exclusive,
-    observe_after_compaction
+    observe_after_compaction,
+    needs [Compaction]
 );
 
 async fn observe_after_compaction(ctx: &Ctx) -> Outcome {

@@ -439,12 +439,12 @@ impl Ctx {
         let mine = lock_unpoisoned(&self.leases).clone();
         let deadline = Instant::now() + PROMPT;
         loop {
-            let live = self.raw.lease_list().await?;
-            let left: Vec<String> = mine
-                .iter()
-                .filter(|id| live.contains(id))
-                .map(|id| format!("{id:x}"))
-                .collect();
+            let mut left = Vec::new();
+            for id in &mine {
+                if self.lease_alive(*id).await? {
+                    left.push(format!("{id:x}"));
+                }
+            }
             if left.is_empty() {
                 return Ok(());
             }
@@ -455,6 +455,22 @@ impl Ctx {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Whether the store still has lease `id` (by its time-to-live: every backend has that;
+    /// listing leases is a capability).
+    pub(crate) async fn lease_alive(&self, id: LeaseId) -> Outcome<bool> {
+        match self.raw.lease_time_to_live(id, false).await {
+            Ok(_) => Ok(true),
+            Err(Error::LeaseNotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the backend declares `capability` (for checks of a scenario that only some
+    /// backends can make).
+    pub(crate) fn has(&self, capability: crate::backend::Capability) -> bool {
+        self.raw.capabilities().has(capability)
     }
 
     /// Best effort, after a failure: revoke the scenario's leases and delete its keys, so a
@@ -473,14 +489,22 @@ impl Ctx {
 }
 
 /// Declares a scenario: a public async fn that runs `body` under its own namespace and ends
-/// with the leak check.
+/// with the leak check. With `needs [Capability, …]`, it runs only on backends that declare
+/// those capabilities (elsewhere it prints why and returns).
 macro_rules! scenario {
     ($(#[$doc:meta])* $name:ident, $turn:ident, $body:path) => {
+        scenario!($(#[$doc])* $name, $turn, $body, needs []);
+    };
+    ($(#[$doc:meta])* $name:ident, $turn:ident, $body:path, needs [$($cap:ident),*]) => {
         $(#[$doc])*
         ///
         /// Panics, naming the scenario and the line, when the backend or a primitive breaks the
         /// contract, or when the scenario leaves a key or a lease behind.
         pub async fn $name(backend: $crate::backend::DynBackend) {
+            let needs: &[$crate::backend::Capability] = &[$($crate::backend::Capability::$cap),*];
+            if !$crate::conformance::support::declares(&backend, stringify!($name), needs) {
+                return;
+            }
             let ctx = $crate::conformance::support::Ctx::start(
                 stringify!($name),
                 backend,
@@ -491,6 +515,23 @@ macro_rules! scenario {
             ctx.finish(outcome).await
         }
     };
+}
+
+/// Whether `backend` declares every capability `scenario` needs; prints why not.
+pub(crate) fn declares(
+    backend: &DynBackend,
+    scenario: &str,
+    needs: &[crate::backend::Capability],
+) -> bool {
+    let has = backend.capabilities();
+    let missing: Vec<_> = needs.iter().filter(|c| !has.has(**c)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    eprintln!(
+        "conformance scenario `{scenario}` not run: the backend does not declare {missing:?}"
+    );
+    false
 }
 
 pub(crate) use scenario;
