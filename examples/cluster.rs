@@ -8,6 +8,7 @@
 //! ```text
 //! cargo run --example cluster                       # on coord-mem
 //! cargo run --example cluster --features etcd -- --endpoints 127.0.0.1:2379
+//! cargo run --example cluster --features postgres -- --postgres postgres://user:pw@127.0.0.1/db
 //! ```
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -34,9 +35,13 @@ struct Args {
     /// Session TTL in seconds.
     #[arg(long, default_value_t = 5)]
     ttl: i64,
-    /// etcd endpoints (comma-separated); without them the demo runs on coord-mem.
-    #[arg(long, env = "ETCD_ENDPOINTS", value_delimiter = ',')]
+    /// etcd endpoints (comma-separated); without them (and without --postgres) the demo runs
+    /// on coord-mem.
+    #[arg(long, env = "ETCD_ENDPOINTS", value_delimiter = ',', conflicts_with = "postgres")]
     endpoints: Vec<String>,
+    /// A PostgreSQL URL (postgres://user:password@host:port/db): run on PostgreSQL.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
     /// Key prefix for everything the demo writes.
     #[arg(long, default_value = "coord-demo")]
     prefix: String,
@@ -120,10 +125,30 @@ async fn run(args: Args) -> coord::Result<()> {
 }
 
 async fn connect(args: &Args) -> coord::Result<(DynBackend, String)> {
+    if let Some(url) = &args.postgres {
+        return connect_postgres(url).await;
+    }
     if args.endpoints.is_empty() {
         return Ok((Arc::new(coord::mem::MemStore::new()), "coord-mem".into()));
     }
     connect_etcd(&args.endpoints).await
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str) -> coord::Result<(DynBackend, String)> {
+    let backend = coord::postgres::PostgresConfig::new(url).connect().await?;
+    // Host, port and database only: never print the URL's password.
+    let at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
+    let at = at.split_once("://").map_or(at, |(_, rest)| rest);
+    let at = at.split('?').next().unwrap_or(at);
+    Ok((Arc::new(backend), format!("PostgreSQL at {at}")))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(_: &str) -> coord::Result<(DynBackend, String)> {
+    Err(Error::invalid(
+        "this build has no PostgreSQL backend: run with `--features postgres`",
+    ))
 }
 
 #[cfg(feature = "etcd")]

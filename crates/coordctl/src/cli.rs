@@ -38,7 +38,8 @@ pub struct Cli {
 /// Options shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// etcd endpoints, comma-separated (host:port, http://… or https://…).
+    /// etcd endpoints, comma-separated (host:port, http://… or https://…), or one PostgreSQL
+    /// URL (postgres://user:password@host:port/db?sslmode=…).
     #[arg(
         long,
         global = true,
@@ -68,7 +69,7 @@ pub struct Global {
     #[arg(long, global = true, env = "ETCD_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
 
-    /// How long to try to reach etcd before giving up (e.g. 2s, 500ms).
+    /// How long to try to reach the store before giving up (e.g. 2s, 500ms).
     #[arg(long, global = true, default_value = "2s", value_parser = parse_positive_duration)]
     pub dial_timeout: Duration,
 

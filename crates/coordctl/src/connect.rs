@@ -1,13 +1,77 @@
-//! Reaching etcd with the global options.
+//! Reaching the store with the global options: etcd endpoints, or one PostgreSQL URL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use coord_core::{Error, Session};
-use coord_etcd::{EtcdBackend, EtcdConfig};
+use coord_core::{DynBackend, Error, Session};
+use coord_etcd::EtcdConfig;
+use coord_postgres::PostgresConfig;
 
 use crate::cli::Global;
 use crate::exit::{Failure, USAGE};
 use crate::signals::Signals;
+
+/// The store the global options name.
+pub enum Store {
+    /// etcd at these settings.
+    Etcd(EtcdConfig),
+    /// PostgreSQL at this URL.
+    Postgres(PostgresConfig),
+}
+
+impl Store {
+    /// What it is, for messages: `etcd at a,b` or `PostgreSQL at host:port/db`.
+    fn describe(&self) -> String {
+        match self {
+            Store::Etcd(config) => format!("etcd at {}", config.endpoints().join(",")),
+            Store::Postgres(config) => format!("PostgreSQL at {}", postgres_target(&config.url())),
+        }
+    }
+}
+
+/// `host:port/db` of a PostgreSQL URL, without user or password.
+fn postgres_target(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('?').next().unwrap_or(rest).to_string()
+}
+
+/// Whether `endpoint` is a PostgreSQL URL rather than an etcd endpoint.
+fn is_postgres_url(endpoint: &str) -> bool {
+    let e = endpoint.trim();
+    e.starts_with("postgres://") || e.starts_with("postgresql://")
+}
+
+/// The store the global options describe: one `postgres://` URL, or etcd endpoints.
+pub fn store(global: &Global) -> Result<Store, Failure> {
+    let given: Vec<&str> = global
+        .endpoints
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if !given.iter().any(|e| is_postgres_url(e)) {
+        return config(global).map(Store::Etcd);
+    }
+    let [url] = given.as_slice() else {
+        return Err(Failure::new(
+            USAGE,
+            "give one PostgreSQL URL, or etcd endpoints, not both",
+        ));
+    };
+    if global.user.is_some() || global.cacert.is_some() || global.cert.is_some() {
+        return Err(Failure::new(
+            USAGE,
+            "--user, --cacert and --cert are etcd options: put PostgreSQL credentials and \
+             sslmode in the URL",
+        ));
+    }
+    Ok(Store::Postgres(
+        PostgresConfig::new(*url)
+            .with_connect_timeout(global.dial_timeout)
+            .with_application_name("coordctl"),
+    ))
+}
 
 /// The etcd settings the global options describe.
 pub fn config(global: &Global) -> Result<EtcdConfig, Failure> {
@@ -55,7 +119,7 @@ pub fn config(global: &Global) -> Result<EtcdConfig, Failure> {
 /// Connects within the dial timeout, or fails with one line naming the endpoints. A stop
 /// signal ends the attempt at once (128 + N): every subcommand connects through here or
 /// [`connect_session`], so none can make Ctrl-C wait for the dial timeout.
-pub async fn connect(global: &Global, signals: &mut Signals) -> Result<EtcdBackend, Failure> {
+pub async fn connect(global: &Global, signals: &mut Signals) -> Result<DynBackend, Failure> {
     tokio::select! {
         backend = dial(global) => backend,
         stop = signals.recv() => Err(stop.interrupted("connecting")),
@@ -76,13 +140,19 @@ pub async fn connect_session(global: &Global, signals: &mut Signals) -> Result<S
     }
 }
 
-async fn dial(global: &Global) -> Result<EtcdBackend, Failure> {
-    let config = config(global)?;
-    let endpoints = config.endpoints().join(",");
+async fn dial(global: &Global) -> Result<DynBackend, Failure> {
+    let store = store(global)?;
+    let what = store.describe();
     let dial = global.dial_timeout;
-    let fail = |e: &Error| Failure::coord("cannot connect to etcd", e);
+    let fail = |e: &Error| Failure::coord(&format!("cannot connect to {what}"), e);
+    let connecting = async {
+        match store {
+            Store::Etcd(config) => config.connect().await.map(|b| Arc::new(b) as DynBackend),
+            Store::Postgres(config) => config.connect().await.map(|b| Arc::new(b) as DynBackend),
+        }
+    };
     // `connect` promises to give up within the connect timeout; the margin only guards that.
-    match tokio::time::timeout(dial + Duration::from_millis(500), config.connect()).await {
+    match tokio::time::timeout(dial + Duration::from_millis(500), connecting).await {
         Ok(Ok(backend)) => Ok(backend),
         Ok(Err(e @ Error::InvalidArgument { .. })) => Err(fail(&e)),
         Ok(Err(e)) => Err(Failure {
@@ -94,7 +164,7 @@ async fn dial(global: &Global) -> Result<EtcdBackend, Failure> {
         Err(_) => Err(Failure::new(
             crate::exit::ERROR,
             format!(
-                "cannot connect to etcd at {endpoints}: no answer within {}",
+                "cannot connect to {what}: no answer within {}",
                 crate::human(dial)
             ),
         )),

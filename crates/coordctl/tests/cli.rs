@@ -991,3 +991,122 @@ async fn auth_with_user_and_password_from_flags_or_environment() {
     assert_eq!(code, Some(1), "no credentials: {err}");
     one_line(&err);
 }
+
+/// `coordctl` on a PostgreSQL URL, or `None` when there is no PostgreSQL and skipping is allowed.
+async fn postgres() -> Option<pg_harness::TestPostgres> {
+    pg_harness::postgres_for_tests().await
+}
+
+fn coordctl_pg(pg: &pg_harness::TestPostgres) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordctl"));
+    cmd.arg("--endpoints").arg(pg.url());
+    cmd
+}
+
+/// Two coordctl processes on one PostgreSQL exclude each other: their commands never overlap,
+/// the second's fencing token is higher, and nothing is left in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordctl_processes_exclude_each_other_on_postgres() {
+    let Some(pg) = postgres().await else { return };
+    let name = unique("pg-lock");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        r#"echo "start $COORD_FENCING_TOKEN" >> {log}; sleep 0.4; echo "end $COORD_FENCING_TOKEN" >> {log}"#,
+        log = log.display()
+    );
+    let mut runs: Vec<Proc> = (0..2)
+        .map(|i| {
+            let mut cmd = coordctl_pg(&pg);
+            cmd.args(["lock", &name, "--", "sh", "-c", &script]);
+            Proc::spawn(&format!("coordctl lock #{i} on PostgreSQL"), cmd)
+        })
+        .collect();
+    for run in &mut runs {
+        assert_eq!(run.code(), 0, "stderr: {}", run.stderr());
+    }
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let tokens: Vec<i64> = lines
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(
+        lines[0].starts_with("start")
+            && lines[1].starts_with("end")
+            && lines[2].starts_with("start")
+            && lines[3].starts_with("end")
+            && tokens[0] == tokens[1]
+            && tokens[2] == tokens[3]
+            && tokens[2] > tokens[0],
+        "the commands overlapped or tokens did not rise: {lines:?}"
+    );
+    let backend = coord_postgres::PostgresConfig::new(pg.url())
+        .connect()
+        .await
+        .unwrap();
+    let left = backend
+        .range(RangeRequest::prefix(format!("{name}/")))
+        .await
+        .unwrap();
+    assert!(left.kvs.is_empty(), "keys left: {:?}", left.kvs);
+}
+
+/// An election on PostgreSQL: `coordctl elect` leads, `coordctl leader` prints it, and a second
+/// candidate takes over when the first resigns on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_and_leader_on_postgres() {
+    let Some(pg) = postgres().await else { return };
+    let name = unique("pg-elect");
+    let mut cmd = coordctl_pg(&pg);
+    cmd.args(["elect", &name, "first"]);
+    let mut leader = Proc::spawn("coordctl elect first", cmd);
+    assert!(leader.line().starts_with(&format!("{name}/")));
+    assert_eq!(leader.line(), "first");
+    let mut cmd = coordctl_pg(&pg);
+    cmd.args(["elect", &name, "second"]);
+    let mut follower = Proc::spawn("coordctl elect second", cmd);
+    follower.silent_for(Duration::from_millis(300));
+    let mut cmd = coordctl_pg(&pg);
+    cmd.args(["leader", &name]);
+    let mut shown = Proc::spawn("coordctl leader", cmd);
+    assert_eq!(shown.line(), "first");
+    assert_eq!(shown.code(), 0);
+    leader.signal(Signal::SIGTERM);
+    assert_eq!(leader.code(), 0, "stderr: {}", leader.stderr());
+    assert!(follower.line().starts_with(&format!("{name}/")));
+    assert_eq!(follower.line(), "second");
+    follower.signal(Signal::SIGTERM);
+    assert_eq!(follower.code(), 0, "stderr: {}", follower.stderr());
+}
+
+/// Mixing a PostgreSQL URL with etcd endpoints, or etcd-only flags with a URL, is a usage error.
+#[test]
+fn postgres_url_misuse_is_a_usage_error() {
+    for args in [
+        vec![
+            "--endpoints",
+            "postgres://u@127.0.0.1:1/db,127.0.0.1:2379",
+            "leader",
+            "x",
+        ],
+        vec![
+            "--endpoints",
+            "postgres://u@127.0.0.1:1/db",
+            "--user",
+            "a:b",
+            "leader",
+            "x",
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_coordctl"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+}
