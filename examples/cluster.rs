@@ -37,7 +37,12 @@ struct Args {
     ttl: i64,
     /// etcd endpoints (comma-separated); without them (and without --postgres) the demo runs
     /// on coord-mem.
-    #[arg(long, env = "ETCD_ENDPOINTS", value_delimiter = ',', conflicts_with = "postgres")]
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        conflicts_with = "postgres"
+    )]
     endpoints: Vec<String>,
     /// A PostgreSQL URL (postgres://user:password@host:port/db): run on PostgreSQL.
     #[arg(long, value_name = "URL")]

@@ -12,7 +12,9 @@
 
 pub mod alloc;
 pub mod crash;
+mod postgres;
 pub mod report;
+mod report_postgres;
 pub mod scenarios;
 pub mod stats;
 pub mod timeline;

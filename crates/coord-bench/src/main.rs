@@ -4,6 +4,7 @@
 //! ```text
 //! coord-bench --endpoints 127.0.0.1:2379 --scenario all --iters 400 --workers 8
 //! coord-bench --backend mem --scenario mutex_uncontended_lock_unlock --iters 200000
+//! coord-bench --postgres-url postgres://u:p@127.0.0.1/db --scenario uncontended,handoff
 //! ```
 
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ enum BackendKind {
     Etcd,
     /// One in-memory coord-mem store.
     Mem,
+    /// PostgreSQL at --postgres-url.
+    Postgres,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -41,8 +44,10 @@ enum RuntimeKind {
 /// (calls per operation, exclusion violations, TTLs, memory). Every key lives under a random
 /// prefix, so runs never meet. Scenarios: mutex_uncontended_lock_unlock, mutex_contended (as
 /// mutex_contended_w{W}), rwmutex_mixed (rwmutex_mixed_w{W}, one write in four), mutex_handoff,
-/// election_resign_handoff, election_crash_failover, watch_floor, and on --backend mem also
-/// mem_calls_per_release_w1000, mem_memory_cycles. The Go anchor's short names (uncontended,
+/// election_resign_handoff, election_crash_failover, watch_floor, on --backend mem also
+/// mem_calls_per_release_w1000, mem_memory_cycles, and on --backend postgres also
+/// pg_commit_rate (the server's single-writer commit rate) and pg_bounded (table sizes over
+/// --memory-cycles lock cycles). The Go anchor's short names (uncontended,
 /// contended, rwlock, handoff, failover) work too.
 #[derive(Debug, Parser)]
 #[command(name = "coord-bench", version)]
@@ -50,9 +55,12 @@ struct Args {
     /// etcd endpoints, comma-separated (implies --backend etcd).
     #[arg(long, env = "ETCD_ENDPOINTS", value_delimiter = ',')]
     endpoints: Vec<String>,
-    /// The store: etcd (needs --endpoints) or mem.
+    /// The store: etcd (needs --endpoints), mem, or postgres (needs --postgres-url).
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
+    /// PostgreSQL URL (implies --backend postgres when no --endpoints are given).
+    #[arg(long, env = "POSTGRES_URL", value_name = "URL")]
+    postgres_url: Option<String>,
     /// Scenario names, comma-separated, or `all`.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     scenario: Vec<String>,
@@ -87,21 +95,28 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let backend = match (args.backend, args.endpoints.is_empty()) {
-        (Some(b), _) => b,
-        (None, false) => BackendKind::Etcd,
-        (None, true) => {
-            eprintln!("coord-bench: give --endpoints HOST:PORT or --backend mem");
+    let backend = match (args.backend, args.endpoints.is_empty(), &args.postgres_url) {
+        (Some(b), _, _) => b,
+        (None, false, _) => BackendKind::Etcd,
+        (None, true, Some(_)) => BackendKind::Postgres,
+        (None, true, None) => {
+            eprintln!(
+                "coord-bench: give --endpoints HOST:PORT, --postgres-url URL or --backend mem"
+            );
             return ExitCode::from(2);
         }
     };
+    if backend == BackendKind::Postgres && args.postgres_url.is_none() {
+        eprintln!("coord-bench: --backend postgres needs --postgres-url (or POSTGRES_URL)");
+        return ExitCode::from(2);
+    }
     if backend == BackendKind::Etcd && args.endpoints.is_empty() {
         eprintln!("coord-bench: --backend etcd needs --endpoints");
         return ExitCode::from(2);
     }
     let runtime = args.runtime.unwrap_or(match backend {
         BackendKind::Mem => RuntimeKind::Current,
-        BackendKind::Etcd => RuntimeKind::Multi,
+        BackendKind::Etcd | BackendKind::Postgres => RuntimeKind::Multi,
     });
     let rt = match runtime {
         RuntimeKind::Current => tokio::runtime::Builder::new_current_thread(),
@@ -125,6 +140,20 @@ async fn run(args: Args, backend: BackendKind) -> ExitCode {
     let target = match backend {
         BackendKind::Mem => Target::Mem(MemStore::new()),
         BackendKind::Etcd => Target::Etcd(args.endpoints.clone()),
+        BackendKind::Postgres => {
+            let url = args.postgres_url.clone().unwrap_or_default();
+            // One backend for the run, its pool sized for the contenders' concurrent calls.
+            let config = coord_postgres::PostgresConfig::new(url.clone())
+                .with_application_name("coord-bench")
+                .with_pool_size((args.workers + 2).min(32));
+            match config.connect().await {
+                Ok(backend) => Target::Postgres(backend, url),
+                Err(e) => {
+                    eprintln!("coord-bench: cannot connect to PostgreSQL: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
     };
     let prefix = format!("/coord-bench/{:016x}/", rand::thread_rng().gen::<u64>());
     let bench = Bench {
@@ -165,7 +194,7 @@ async fn run(args: Args, backend: BackendKind) -> ExitCode {
                 serde_json::to_string(&result).expect("results serialize")
             ),
             Err(e) => {
-                eprintln!("coord-bench: {name} failed: {e}");
+                eprintln!("coord-bench: {name} failed: {e} ({e:?})");
                 failed = true;
             }
         }

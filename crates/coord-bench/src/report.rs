@@ -188,7 +188,7 @@ impl Results {
         out
     }
 
-    fn machine(&self, key: &str) -> Option<&str> {
+    pub(crate) fn machine(&self, key: &str) -> Option<&str> {
         self.machine
             .iter()
             .find(|(k, _)| k == key)
@@ -830,6 +830,10 @@ pub fn render(r: &Results, plot: Option<&str>, notes: &str) -> String {
         );
     }
     let _ = writeln!(md);
+
+    if let Some(section) = crate::report_postgres::render(r) {
+        md.push_str(&section);
+    }
 
     if !notes.trim().is_empty() {
         let _ = writeln!(md, "{}\n", notes.trim());

@@ -16,6 +16,7 @@ use coord_core::{
 };
 use coord_etcd::EtcdConfig;
 use coord_mem::MemStore;
+use coord_postgres::PostgresBackend;
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -41,6 +42,10 @@ pub enum Target {
     Mem(MemStore),
     /// etcd at these endpoints; every session gets its own connection, as in the anchors.
     Etcd(Vec<String>),
+    /// PostgreSQL: one backend (a pool, one LISTEN connection, one reaper) shared by every
+    /// session of the run, as a service shares one in its process; and the URL, for the
+    /// scenarios that talk to the server directly.
+    Postgres(PostgresBackend, String),
 }
 
 /// Every scenario, in the order `all` runs them. `mutex_contended` and `rwmutex_mixed` get the
@@ -56,6 +61,8 @@ pub const SCENARIOS: &[&str] = &[
     "round_trips",
     "mem_calls_per_release_w1000",
     "mem_memory_cycles",
+    "pg_commit_rate",
+    "pg_bounded",
 ];
 
 /// Maps a name given on the command line (a full name, one with a `_wN` suffix, or the Go
@@ -119,6 +126,7 @@ impl Bench {
             Target::Etcd(endpoints) => {
                 Arc::new(EtcdConfig::new(endpoints.clone()).connect().await?)
             }
+            Target::Postgres(backend, _) => Arc::new(backend.clone()),
         })
     }
 
@@ -141,6 +149,26 @@ impl Bench {
         matches!(self.target, Target::Mem(_))
     }
 
+    pub(crate) fn postgres(&self) -> Option<&PostgresBackend> {
+        match &self.target {
+            Target::Postgres(backend, _) => Some(backend),
+            _ => None,
+        }
+    }
+
+    /// The PostgreSQL URL, with its password (the backend's config shows it redacted).
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        match &self.target {
+            Target::Postgres(_, url) => Some(url),
+            _ => None,
+        }
+    }
+
+    /// Statements sent to PostgreSQL so far (0 elsewhere): what a call costs in round trips.
+    fn statements(&self) -> u64 {
+        self.postgres().map_or(0, |b| b.round_trips())
+    }
+
     /// What a contended worker does while it holds the lock. On coord-mem every call completes
     /// at once, so on its one thread a worker would lock and unlock again and again (until
     /// tokio's budget makes it yield) before the others even queue: it yields once while
@@ -158,6 +186,7 @@ impl Bench {
             .iter()
             .copied()
             .filter(|s| self.is_mem() || !s.starts_with("mem_"))
+            .filter(|s| self.postgres().is_some() || !s.starts_with("pg_"))
             .collect()
     }
 
@@ -174,6 +203,8 @@ impl Bench {
             "round_trips" => self.round_trips().await,
             "mem_calls_per_release_w1000" => self.calls_per_release().await,
             "mem_memory_cycles" => self.memory_cycles().await,
+            "pg_commit_rate" => self.pg_commit_rate().await,
+            "pg_bounded" => self.pg_bounded().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }
@@ -198,6 +229,7 @@ impl Bench {
         let mut lat = Vec::with_capacity(self.iters);
         let before = store.counts();
         let mut first = CallCounts::default();
+        let mut statements_after_first = 0;
         let start = Instant::now();
         for i in 0..self.iters {
             let t = Instant::now();
@@ -205,10 +237,12 @@ impl Bench {
             lat.push(t.elapsed());
             if i == 0 {
                 first = store.counts().since(&before);
+                statements_after_first = self.statements();
             }
         }
         let seconds = start.elapsed().as_secs_f64();
         let after_first = store.counts().since(&before).since(&first);
+        let statements = self.statements() - statements_after_first;
         session.close().await?;
         self.dump(name, &lat)?;
         let steady_ops = self.iters.saturating_sub(1).max(1) as f64;
@@ -218,6 +252,10 @@ impl Bench {
                 "calls_per_lock_unlock": after_first.kv_calls() as f64 / steady_ops,
                 "txn_per_lock_unlock": after_first.txn as f64 / steady_ops,
                 "calls_after_first": after_first.to_string(),
+                // PostgreSQL only: statements (round trips) per lock + unlock, the reaper's
+                // and the watch hub's included.
+                "statements_per_lock_unlock": (self.postgres().is_some())
+                    .then(|| statements as f64 / steady_ops),
             })),
         )
     }
