@@ -117,6 +117,25 @@ pub async fn backend() -> Option<PostgresBackend> {
     Some(config(&url).connect().await.expect("connect to PostgreSQL"))
 }
 
+/// A backend in a schema of its own (for a test that compacts: a compaction cuts the history
+/// every watch of the schema reads, so it must not share one with tests that watch); drop the
+/// schema with [`drop_schema_now`] at the end.
+pub async fn backend_in_own_schema() -> Option<(PostgresBackend, String)> {
+    let url = url()?;
+    let schema = format!("coord_test_{:016x}", random());
+    let backend = config(&url)
+        .with_schema(schema.clone())
+        .connect()
+        .await
+        .expect("connect to PostgreSQL");
+    Some((backend, schema))
+}
+
+/// Drops `schema` (after its backend is gone).
+pub async fn drop_schema_now(schema: &str) {
+    psql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;
+}
+
 async fn psql_on(url: &str, sql: &str) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
