@@ -411,7 +411,8 @@ const RESTART_TTL: i64 = 10;
 /// Restart PostgreSQL (fast shutdown, start on the same port and data) while a waiter is
 /// blocked and an observer watches: the waiter acquires after the holder unlocks after the
 /// restart, the observer reports the right leader, and fencing tokens taken after the restart
-/// are above every token before it.
+/// are above every token before it. Then crash it (`SIGKILL`, crash recovery on start): the
+/// lock is still held and tokens still rise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_resumes_waiters_and_tokens_keep_rising() {
     let Some(server) = PgServer::start_or_skip().await else {
@@ -526,25 +527,55 @@ async fn postgres_restart_resumes_waiters_and_tokens_keep_rising() {
         tokens_after.push(g.fencing_token());
         g.unlock().await.unwrap();
     }
+
+    // Then a crash (SIGKILL to every process; crash recovery on start): what was committed
+    // stays, the lock is still the waiter's, and tokens still rise.
+    let crashed = Instant::now();
+    server.kill();
+    server.start_again().await.unwrap();
+    let recovery = crashed.elapsed();
+    until_answered(&admin, Duration::from_secs(10)).await;
+    let still = Txn::new()
+        .when([got.is_owner()])
+        .and_then([TxnOp::Put(PutRequest::new("owner", "waiter"))]);
+    assert!(
+        admin.txn(still).await.unwrap().succeeded,
+        "the lock survived the crash"
+    );
+    let mut tokens_after_crash = Vec::new();
+    for _ in 0..3 {
+        let g = Mutex::new(&holder, "t").unwrap().lock().await.unwrap();
+        tokens_after_crash.push(g.fencing_token());
+        g.unlock().await.unwrap();
+    }
+    admin.delete(DeleteRequest::key("owner")).await.unwrap();
+
     let seen = observations.lock().unwrap().clone();
     let lost_sessions = lost.load(Ordering::SeqCst);
     eprintln!(
         "MEASURED postgres restart: down {:.0} ms; first read answered {:.0} ms (admin, {} \
          retryable failures) / {:.0} ms (waiter, {} failures) after it was back; waiter acquired \
          {:.0} ms after the post-restart unlock; tokens before {tokens_before:?}, after \
-         {tokens_after:?}; observe saw {:?}; sessions lost: {lost_sessions}",
+         {tokens_after:?}, after a crash ({:.0} ms to recover) {tokens_after_crash:?}; observe \
+         saw {:?}; sessions lost: {lost_sessions}",
         ms(downtime),
         ms(admin_back),
         admin_failed,
         ms(waiter_back),
         waiter_failed,
         ms(handoff),
+        ms(recovery),
         seen.iter().map(leader_value).collect::<Vec<_>>(),
     );
-    let all: Vec<Revision> = tokens_before.iter().chain(&tokens_after).copied().collect();
+    let all: Vec<Revision> = tokens_before
+        .iter()
+        .chain(&tokens_after)
+        .chain(&tokens_after_crash)
+        .copied()
+        .collect();
     assert!(
         all.windows(2).all(|w| w[0] < w[1]),
-        "tokens rise across the restart: {all:?}"
+        "tokens rise across the restart and the crash: {all:?}"
     );
     assert!(seen.windows(2).all(|w| w[0].revision < w[1].revision));
     assert_eq!(
