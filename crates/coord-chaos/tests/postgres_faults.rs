@@ -131,7 +131,7 @@ async fn queued(admin: &DynBackend, prefixes: &[&str], n: usize) -> bool {
 /// the observer sees every leader change, and a raw watch delivers every acknowledged write
 /// once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminated_connections_are_survived_by_holder_waiter_and_observer() {
+async fn terminated_postgres_connections_are_survived_by_holder_waiter_and_observer() {
     let Some(pg) = postgres_for_tests().await else {
         return;
     };
