@@ -1,4 +1,5 @@
-//! A small TCP proxy that injects network faults between a client and etcd.
+//! A small TCP proxy that injects network faults between a client and its store (etcd or
+//! PostgreSQL).
 //!
 //! It listens on `127.0.0.1:0` and forwards every connection to one upstream address. Its
 //! [`Mode`] can be switched at any time, and applies to open connections at once:
@@ -133,7 +134,8 @@ impl Proxy {
     }
 
     /// Like [`Proxy::start`], with the upstream as `host:port` (an etcd endpoint string,
-    /// optionally with `http://`).
+    /// optionally with `http://`, or a PostgreSQL server's, see
+    /// [`Store::address`](crate::support::Store::address)).
     pub async fn to_endpoint(endpoint: &str) -> io::Result<Proxy> {
         let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
         let upstream = tokio::net::lookup_host(hostport)
@@ -148,7 +150,8 @@ impl Proxy {
         self.addr
     }
 
-    /// The proxy as an etcd endpoint, `127.0.0.1:PORT`.
+    /// The proxy as an endpoint, `127.0.0.1:PORT` (for etcd as is; for PostgreSQL, see
+    /// [`pg::via`](crate::pg::via)).
     pub fn endpoint(&self) -> String {
         self.addr.to_string()
     }

@@ -1,11 +1,14 @@
 //! Small helpers the fault tests share: connecting, unique prefixes, leak checks, polling.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use coord_core::{Backend, Error, KeyValue, LeaseId, RangeRequest, Result};
+use coord_core::{Backend, DynBackend, Error, KeyValue, LeaseId, RangeRequest, Result};
 use coord_etcd::{EtcdBackend, EtcdConfig};
 use rand::Rng;
+
+use crate::pg;
 
 /// The name of an error's variant, for asserts and reports (`"SessionExpired"`, …).
 pub fn variant(e: &Error) -> &'static str {
@@ -38,6 +41,114 @@ pub async fn connect(endpoints: &[String], request_timeout: Duration) -> Result<
         .with_connect_timeout(Duration::from_secs(5))
         .connect()
         .await
+}
+
+/// Where a test's clients connect: etcd, or a PostgreSQL database in a schema of the test's
+/// own. Tests that run on both backends take one of these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// etcd at these endpoints.
+    Etcd {
+        /// `host:port` of each member.
+        endpoints: Vec<String>,
+    },
+    /// PostgreSQL at `url`, every client in `schema`.
+    Postgres {
+        /// The `postgres://` URL.
+        url: String,
+        /// The schema (see [`pg::unique_schema`]).
+        schema: String,
+    },
+}
+
+impl Store {
+    /// The store that `endpoints` name: a PostgreSQL URL (then `schema` is required), or etcd
+    /// endpoints (as `chaos-worker --endpoints` takes them).
+    pub fn from_endpoints(endpoints: Vec<String>, schema: Option<String>) -> Result<Store> {
+        match endpoints.as_slice() {
+            [url] if pg::is_postgres_url(url) => Ok(Store::Postgres {
+                url: url.trim().to_string(),
+                schema: schema.ok_or_else(|| Error::invalid("a PostgreSQL URL needs a schema"))?,
+            }),
+            _ if endpoints.iter().any(|e| pg::is_postgres_url(e)) => Err(Error::invalid(
+                "give one PostgreSQL URL, or etcd endpoints, not both",
+            )),
+            [] => Err(Error::invalid("no endpoints")),
+            _ => Ok(Store::Etcd { endpoints }),
+        }
+    }
+
+    /// `"etcd"` or `"PostgreSQL"`, for reports.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Store::Etcd { .. } => "etcd",
+            Store::Postgres { .. } => "PostgreSQL",
+        }
+    }
+
+    /// What a worker is given as `--endpoints`: the etcd endpoints, or the one URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        match self {
+            Store::Etcd { endpoints } => endpoints.clone(),
+            Store::Postgres { url, .. } => vec![url.clone()],
+        }
+    }
+
+    /// The PostgreSQL schema, if this is PostgreSQL.
+    pub fn schema(&self) -> Option<&str> {
+        match self {
+            Store::Etcd { .. } => None,
+            Store::Postgres { schema, .. } => Some(schema),
+        }
+    }
+
+    /// The `host:port` a fault proxy should forward to: the first etcd endpoint, or the
+    /// PostgreSQL server's.
+    pub fn address(&self) -> String {
+        match self {
+            Store::Etcd { endpoints } => endpoints[0].clone(),
+            Store::Postgres { url, .. } => {
+                pg::address(url).unwrap_or_else(|| panic!("not a postgres:// URL: {url}"))
+            }
+        }
+    }
+
+    /// Connects with `request_timeout` per call (5 s to connect); on PostgreSQL the
+    /// connections are named `app` (see [`pg::config`]).
+    pub async fn connect(&self, request_timeout: Duration, app: &str) -> Result<DynBackend> {
+        match self {
+            Store::Etcd { endpoints } => Ok(Arc::new(connect(endpoints, request_timeout).await?)),
+            Store::Postgres { url, schema } => Ok(Arc::new(
+                pg::connect(url, schema, app, request_timeout).await?,
+            )),
+        }
+    }
+
+    /// [`Store::connect`] through the fault proxy at `endpoint` (`host:port`).
+    pub async fn connect_via(
+        &self,
+        endpoint: &str,
+        request_timeout: Duration,
+        app: &str,
+    ) -> Result<DynBackend> {
+        let through = match self {
+            Store::Etcd { .. } => Store::Etcd {
+                endpoints: vec![endpoint.to_string()],
+            },
+            Store::Postgres { url, schema } => Store::Postgres {
+                url: pg::via(url, endpoint),
+                schema: schema.clone(),
+            },
+        };
+        through.connect(request_timeout, app).await
+    }
+
+    /// Removes what the test left in the store beyond its keys: on PostgreSQL, its schema.
+    pub async fn cleanup(&self) {
+        if let Store::Postgres { url, schema } = self {
+            pg::drop_schema(url, schema).await;
+        }
+    }
 }
 
 /// A fresh key prefix for one test, `chaos/<tag>/<random>/`, so tests can share an etcd.

@@ -1,7 +1,7 @@
 //! The `chaos-worker` process: its line protocol, and a handle to drive one from a test.
 //!
 //! A test spawns a worker when a lock holder must really die (`SIGKILL`) or freeze (`SIGSTOP`):
-//! the worker connects to etcd, opens a session with a short TTL, takes a mutex, and reports on
+//! the worker connects to its store (etcd, or PostgreSQL in a given schema), opens a session with a short TTL, takes a mutex, and reports on
 //! stdout, one event per line ([`WorkerEvent`]). It then obeys commands on stdin:
 //!
 //! | command | what the worker does |
@@ -27,6 +27,7 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
 use crate::history::Timestamp;
+use crate::support::Store;
 
 /// One line a worker prints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,13 +160,13 @@ impl WorkerEvent {
 /// How to start a worker.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// etcd endpoints.
-    pub endpoints: Vec<String>,
+    /// The store: etcd endpoints, or a PostgreSQL URL and schema.
+    pub store: Store,
     /// The mutex name.
     pub name: String,
     /// Session TTL, seconds.
     pub ttl: i64,
-    /// Request timeout of the worker's etcd client.
+    /// Request timeout of the worker's client.
     pub request_timeout: Duration,
 }
 
@@ -184,8 +185,11 @@ impl Worker {
     pub fn spawn(binary: &Path, config: &WorkerConfig) -> io::Result<Worker> {
         let mut cmd = std::process::Command::new(binary);
         cmd.arg("--endpoints")
-            .arg(config.endpoints.join(","))
-            .arg("--name")
+            .arg(config.store.endpoints().join(","));
+        if let Some(schema) = config.store.schema() {
+            cmd.arg("--schema").arg(schema);
+        }
+        cmd.arg("--name")
             .arg(&config.name)
             .arg("--ttl")
             .arg(config.ttl.to_string())

@@ -1,7 +1,7 @@
-//! Bad input, on both backends: each case gets a typed error (the variant is asserted), creates
+//! Bad input, on every backend: each case gets a typed error (the variant is asserted), creates
 //! nothing (the test's key space is empty afterwards) and leaks no lease (the store's lease list
-//! is back to where it was). Each backend is the test's own (a fresh coord-mem store, an etcd
-//! spawned for the test), so the lease count is exact.
+//! is back to where it was). Each store is the test's own (a fresh coord-mem store, an etcd
+//! spawned for the test, a PostgreSQL schema of the test's own), so the lease count is exact.
 //!
 //! Names are bytes: non-UTF-8 and NUL bytes are allowed (as in etcd keys) and are tested to
 //! work; `a` and `ab` are separate names.
@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coord_chaos::pg;
 use coord_chaos::support::{keys_under, variant};
 use coord_core::names::MAX_NAME_LEN;
 use coord_core::{
@@ -634,4 +635,20 @@ async fn bad_input_on_etcd() {
         .await
         .unwrap();
     all_cases(Arc::new(backend), "etcd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_postgres() {
+    // `POSTGRES_URL` or a server of its own; either way a schema of its own, so the lease list
+    // is this test's alone.
+    let Some(server) = pg_harness::postgres_for_tests().await else {
+        return;
+    };
+    let url = server.url();
+    let schema = pg::unique_schema("badinput");
+    let backend = pg::connect(&url, &schema, "chaos-bad-input", Duration::from_secs(5))
+        .await
+        .unwrap();
+    all_cases(Arc::new(backend), "PostgreSQL").await;
+    pg::drop_schema(&url, &schema).await;
 }

@@ -1,7 +1,9 @@
 //! Lock holders that die or freeze: `SIGKILL` and `SIGSTOP` on a worker process, and a port of
-//! Jepsen's lock-set test where holders are paused past their lease 200 times.
+//! Jepsen's lock-set test where holders are paused past their lease 200 times. Each runs on
+//! etcd and on PostgreSQL (the `_on_postgres` tests).
 //!
-//! These break only clients, so they use `ETCD_ENDPOINTS` when set (else an etcd of their own).
+//! These break only clients, so they use `ETCD_ENDPOINTS` / `POSTGRES_URL` when set (else a
+//! server of their own); on PostgreSQL each test works in a schema of its own.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,36 +11,66 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use coord_chaos::history::{now, Access, Faults, History};
+use coord_chaos::pg::unique_schema;
 use coord_chaos::proxy::{Mode, Proxy};
 use coord_chaos::support::{
-    connect, eventually, keys_under, unique_prefix, variant, wait_leases_gone, wait_prefix_empty,
+    eventually, keys_under, unique_prefix, variant, wait_leases_gone, wait_prefix_empty, Store,
 };
 use coord_chaos::worker::{Worker, WorkerConfig, WorkerEvent};
 use coord_core::{
-    Backend, Error, EventKind, Fence, KeyRange, Mutex, PutRequest, RangeRequest, Session, Txn,
-    TxnOp, WatchEvent, WatchRequest,
+    Backend, DynBackend, Error, EventKind, Fence, KeyRange, Mutex, PutRequest, RangeRequest,
+    Session, Txn, TxnOp, WatchEvent, WatchRequest,
 };
-use coord_etcd::EtcdBackend;
-use etcd_harness::endpoints_for_tests;
+use etcd_harness::{endpoints_for_tests, TestEtcd};
 use futures::StreamExt;
 use nix::sys::signal::Signal;
+use pg_harness::{postgres_for_tests, TestPostgres};
 use rand::Rng;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_chaos-worker");
 /// Session TTL of the holders that die or pause, seconds.
 const TTL: i64 = 2;
 
-fn worker_config(endpoints: &[String], name: &str) -> WorkerConfig {
+/// The etcd of a test: `ETCD_ENDPOINTS` or one of its own (the first of the pair keeps it
+/// running).
+async fn etcd() -> Option<(TestEtcd, Store)> {
+    let etcd = endpoints_for_tests().await?;
+    let store = Store::Etcd {
+        endpoints: etcd.endpoints(),
+    };
+    Some((etcd, store))
+}
+
+/// The PostgreSQL of a test: `POSTGRES_URL` or one of its own (the first of the pair keeps it
+/// running), and a schema of the test's own.
+async fn postgres(tag: &str) -> Option<(TestPostgres, Store)> {
+    let pg = postgres_for_tests().await?;
+    let store = Store::Postgres {
+        url: pg.url(),
+        schema: unique_schema(tag),
+    };
+    Some((pg, store))
+}
+
+/// The test's own client of the store (2 s request timeout).
+async fn admin(store: &Store) -> DynBackend {
+    store
+        .connect(Duration::from_secs(2), "chaos-admin")
+        .await
+        .unwrap()
+}
+
+fn worker_config(store: &Store, name: &str) -> WorkerConfig {
     WorkerConfig {
-        endpoints: endpoints.to_vec(),
+        store: store.clone(),
         name: name.to_string(),
         ttl: TTL,
         request_timeout: Duration::from_secs(1),
     }
 }
 
-async fn spawn_holder(endpoints: &[String], name: &str) -> (Worker, i64, i64, Duration) {
-    let mut worker = Worker::spawn(WORKER.as_ref(), &worker_config(endpoints, name)).unwrap();
+async fn spawn_holder(store: &Store, name: &str) -> (Worker, i64, i64, Duration) {
+    let mut worker = Worker::spawn(WORKER.as_ref(), &worker_config(store, name)).unwrap();
     let lease = worker
         .expect(Duration::from_secs(15), "ready", |e| match e {
             WorkerEvent::Ready { lease } => Some(*lease),
@@ -57,16 +89,31 @@ async fn spawn_holder(endpoints: &[String], name: &str) -> (Worker, i64, i64, Du
 /// SIGKILL the holder: the next waiter gets the lock within TTL + 1 s, and no key is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_is_replaced_within_ttl_plus_one_second() {
-    let Some(etcd) = endpoints_for_tests().await else {
+    let Some((_etcd, store)) = etcd().await else {
         return;
     };
-    let endpoints = etcd.endpoints();
-    let admin = connect(&endpoints, Duration::from_secs(2)).await.unwrap();
+    killed_holder(&store).await;
+}
+
+/// The same on PostgreSQL: the lease expires on the database clock, and the test's own backend
+/// (every connected backend runs a reaper) ends it; the worker's connections died with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_holder_is_replaced_within_ttl_plus_one_second_on_postgres() {
+    let Some((_pg, store)) = postgres("kill").await else {
+        return;
+    };
+    killed_holder(&store).await;
+    store.cleanup().await;
+}
+
+async fn killed_holder(store: &Store) {
+    let label = store.label();
+    let admin = admin(store).await;
     let name = format!("{}lock", unique_prefix("kill"));
     let prefix = format!("{name}/");
     let history = History::new();
 
-    let (mut worker, worker_lease, worker_token, worker_at) = spawn_holder(&endpoints, &name).await;
+    let (mut worker, worker_lease, worker_token, worker_at) = spawn_holder(store, &name).await;
     let worker_entry = history.acquired_at("worker", worker_token, Access::Exclusive, worker_at);
 
     let session = Session::new(admin.clone(), 10).await.unwrap();
@@ -99,7 +146,7 @@ async fn killed_holder_is_replaced_within_ttl_plus_one_second() {
         acquired_at,
     );
     eprintln!(
-        "MEASURED sigkill: next holder acquired {:.0} ms after SIGKILL (TTL {TTL} s)",
+        "MEASURED sigkill on {label}: next holder acquired {:.0} ms after SIGKILL (TTL {TTL} s)",
         took.as_secs_f64() * 1000.0
     );
     assert!(
@@ -133,11 +180,26 @@ async fn killed_holder_is_replaced_within_ttl_plus_one_second() {
 /// `is_owner()` compare and by the fence) and reports the loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_holder_loses_the_lock_and_its_late_write_is_fenced() {
-    let Some(etcd) = endpoints_for_tests().await else {
+    let Some((_etcd, store)) = etcd().await else {
         return;
     };
-    let endpoints = etcd.endpoints();
-    let admin = connect(&endpoints, Duration::from_secs(2)).await.unwrap();
+    paused_holder(&store).await;
+}
+
+/// The same on PostgreSQL: the frozen worker's connections stay open, its lease expires on the
+/// database clock, and its late write meets the `is_owner()` compare in `txn_w`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_holder_loses_the_lock_and_its_late_write_is_fenced_on_postgres() {
+    let Some((_pg, store)) = postgres("sigstop").await else {
+        return;
+    };
+    paused_holder(&store).await;
+    store.cleanup().await;
+}
+
+async fn paused_holder(store: &Store) {
+    let label = store.label();
+    let admin = admin(store).await;
     let root = unique_prefix("sigstop");
     let name = format!("{root}lock");
     let prefix = format!("{name}/");
@@ -149,8 +211,7 @@ async fn paused_holder_loses_the_lock_and_its_late_write_is_fenced() {
     let mut leases = Vec::new();
 
     for round in 0..rounds {
-        let (mut worker, worker_lease, worker_token, worker_at) =
-            spawn_holder(&endpoints, &name).await;
+        let (mut worker, worker_lease, worker_token, worker_at) = spawn_holder(store, &name).await;
         leases.push(worker_lease);
         let worker_entry = history.acquired_at(
             format!("worker{round}"),
@@ -249,7 +310,7 @@ async fn paused_holder_loses_the_lock_and_its_late_write_is_fenced() {
         worker.finish(Duration::from_secs(5)).await;
 
         eprintln!(
-            "MEASURED sigstop round {round}: other client acquired {:.0} ms after SIGSTOP; \
+            "MEASURED sigstop on {label} round {round}: other client acquired {:.0} ms after SIGSTOP; \
              stale write accepted by store: {accepted}, by fence: {}; lost() reported {lost} \
              {:.0} ms after SIGCONT; unlock said {released}",
             acquired.duration_since(stopped).as_secs_f64() * 1000.0,
@@ -271,7 +332,8 @@ async fn paused_holder_loses_the_lock_and_its_late_write_is_fenced() {
     }
 
     eprintln!(
-        "MEASURED sigstop: {stale_attempts} stale writes attempted, {stale_accepted} accepted"
+        "MEASURED sigstop on {label}: {stale_attempts} stale writes attempted, {stale_accepted} \
+         accepted"
     );
     assert_eq!(stale_attempts, rounds);
     assert_eq!(stale_accepted, 0, "no stale write may land");
@@ -327,7 +389,7 @@ fn get(c: &AtomicUsize) -> usize {
 }
 
 struct LockSet {
-    admin: EtcdBackend,
+    admin: DynBackend,
     name: String,
     set_key: String,
     naive_key: String,
@@ -380,7 +442,7 @@ impl LockSet {
     }
 }
 
-async fn lock_set_client(id: usize, proxy: Proxy, backend: EtcdBackend, shared: Arc<LockSet>) {
+async fn lock_set_client(id: usize, proxy: Proxy, backend: DynBackend, shared: Arc<LockSet>) {
     let c = &shared.counts;
     let mut session: Option<Session> = None;
     while shared.started.load(Ordering::SeqCst) < ITERATIONS {
@@ -457,7 +519,8 @@ async fn lock_set_client(id: usize, proxy: Proxy, backend: EtcdBackend, shared: 
                 shared.paused_now.fetch_sub(1, Ordering::SeqCst);
             }
             Pause::Blackhole => {
-                // The holder's traffic stops: no keep-alive reaches etcd until the lease expires.
+                // The holder's traffic stops: no keep-alive reaches the store until the lease
+                // expires.
                 shared.paused_now.fetch_add(1, Ordering::SeqCst);
                 c.blackhole_pauses.fetch_add(1, Ordering::SeqCst);
                 proxy.set_mode(Mode::Blackhole);
@@ -475,7 +538,7 @@ async fn lock_set_client(id: usize, proxy: Proxy, backend: EtcdBackend, shared: 
             }
         }
 
-        // The write half, to both resources: the fence, then the set in etcd guarded by
+        // The write half, to both resources: the fence, then the set in the store guarded by
         // the guard's is_owner() compare.
         let fence_ok = shared.fence.accept(token).is_ok();
         let element = format!("{cycle}:{token}");
@@ -565,7 +628,7 @@ async fn lock_set_client(id: usize, proxy: Proxy, backend: EtcdBackend, shared: 
 
 /// Collects every event under `prefix` from `start` (for the audit).
 async fn record_events(
-    admin: EtcdBackend,
+    admin: DynBackend,
     prefix: String,
     start: i64,
 ) -> (tokio::task::JoinHandle<()>, Arc<StdMutex<Vec<WatchEvent>>>) {
@@ -590,11 +653,26 @@ async fn record_events(
 /// lost, and every write the store accepted was made while its lock key existed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_set_with_pauses_accepts_no_stale_write() {
-    let Some(etcd) = endpoints_for_tests().await else {
+    let Some((_etcd, store)) = etcd().await else {
         return;
     };
-    let endpoints = etcd.endpoints();
-    let admin = connect(&endpoints, Duration::from_secs(2)).await.unwrap();
+    lock_set(&store).await;
+}
+
+/// The same on PostgreSQL: blackholed holders' statements and keep-alives wait in the proxy
+/// while their lease expires on the database clock and the other clients' reapers end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_set_with_pauses_accepts_no_stale_write_on_postgres() {
+    let Some((_pg, store)) = postgres("lockset").await else {
+        return;
+    };
+    lock_set(&store).await;
+    store.cleanup().await;
+}
+
+async fn lock_set(store: &Store) {
+    let label = store.label();
+    let admin = admin(store).await;
     let root = unique_prefix("lockset");
     let shared = Arc::new(LockSet {
         admin: admin.clone(),
@@ -623,8 +701,13 @@ async fn lock_set_with_pauses_accepts_no_stale_write() {
     let started = Instant::now();
     let mut clients = Vec::new();
     for id in 0..CLIENTS {
-        let proxy = Proxy::to_endpoint(&endpoints[0]).await.unwrap();
-        let backend = connect(&[proxy.endpoint()], Duration::from_secs(1))
+        let proxy = Proxy::to_endpoint(&store.address()).await.unwrap();
+        let backend = store
+            .connect_via(
+                &proxy.endpoint(),
+                Duration::from_secs(1),
+                &format!("chaos-c{id}"),
+            )
             .await
             .unwrap();
         clients.push(tokio::spawn(lock_set_client(
@@ -737,7 +820,7 @@ async fn lock_set_with_pauses_accepts_no_stale_write() {
     let c = &shared.counts;
     let report = shared.history.check(Faults::Injected);
     eprintln!(
-        "MEASURED lock-set: {} cycles by {CLIENTS} clients in {:.1} s; pauses: {} lease-revoked, \
+        "MEASURED lock-set on {label}: {} cycles by {CLIENTS} clients in {:.1} s; pauses: {} lease-revoked, \
          {} blackholed; stale writes attempted {} (fence-tested {}), accepted by fence {}, by \
          store {}; paused holders told by lost(): {}; fresh writes {} (store-rejected {}); \
          set size {} / acked {} / lost updates {} / phantoms {}; unfenced control set lost {} \
@@ -789,7 +872,7 @@ async fn lock_set_with_pauses_accepts_no_stale_write() {
     assert_eq!(
         get(&c.stale_store_accepted),
         0,
-        "etcd accepted a stale write"
+        "the store accepted a stale write"
     );
     assert_eq!(get(&c.double_holders), 0, "two holders wrote at once");
     assert!(

@@ -157,3 +157,63 @@ async fn tokens_rise_and_watches_resume_across_a_restart() {
     );
     session.close().await.unwrap();
 }
+
+/// After an outage long enough for the watch hub's reconnect backoff to grow (2.5 s down), a
+/// watch resumes soon after the server is back: an event written as soon as the server answers
+/// arrives within half a second, as an event does when a waiter's lock is released after a
+/// restart (the hub retries as often as calls do; it waited up to a second between attempts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_resume_soon_after_a_long_outage() {
+    let Some(server) = common::OwnServer::start(None).await else {
+        return;
+    };
+    let store = PostgresConfig::new(server.url())
+        .with_request_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = store
+        .watch(WatchRequest::new(KeyRange::prefix("outage/")))
+        .await
+        .unwrap();
+    let r0 = store
+        .put(PutRequest::new("outage/0", "a"))
+        .await
+        .unwrap()
+        .header_revision;
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("an event before the outage")
+        .expect("the watch goes on")
+        .expect("no error");
+    assert_eq!(first.revision(), r0);
+
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.start_again().await;
+    let (r1, written) = loop {
+        match store.put(PutRequest::new("outage/1", "b")).await {
+            Ok(r) => break (r.header_revision, std::time::Instant::now()),
+            Err(e) => {
+                assert!(e.is_retryable(), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("an event after the outage")
+        .expect("the watch goes on")
+        .expect("no error");
+    let delay = written.elapsed();
+    assert_eq!(
+        event.revision(),
+        r1,
+        "the next event is the write after the outage"
+    );
+    eprintln!("watch resumed: event {delay:?} after the first write after a 2.5 s outage");
+    assert!(
+        delay < Duration::from_millis(500),
+        "the watch resumed {delay:?} after the server was back"
+    );
+}

@@ -144,7 +144,7 @@ async fn dial(global: &Global) -> Result<DynBackend, Failure> {
     let store = store(global)?;
     let what = store.describe();
     let dial = global.dial_timeout;
-    let fail = |e: &Error| Failure::coord(&format!("cannot connect to {what}"), e);
+    let fail = |e: &Error| Failure::coord(format!("cannot connect to {what}"), e);
     let connecting = async {
         match store {
             Store::Etcd(config) => config.connect().await.map(|b| Arc::new(b) as DynBackend),

@@ -3,18 +3,21 @@
 //!
 //! ```text
 //! chaos-worker --endpoints 127.0.0.1:2379 --name NAME --ttl 2 [--request-timeout-ms 1000]
+//! chaos-worker --endpoints postgres://user:pw@127.0.0.1:5432/db --schema SCHEMA --name NAME …
 //! ```
+//!
+//! On PostgreSQL its connections are named `chaos-worker` (`application_name`).
 
 use std::time::Duration;
 
 use coord_chaos::history::now;
-use coord_chaos::support::{connect, hex, variant};
+use coord_chaos::support::{hex, variant, Store};
 use coord_chaos::worker::WorkerEvent;
 use coord_core::{LockGuard, Mutex, PutRequest, Session, Txn, TxnOp};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Args {
-    endpoints: Vec<String>,
+    store: Store,
     name: String,
     ttl: i64,
     request_timeout: Duration,
@@ -23,6 +26,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let mut endpoints = Vec::new();
+    let mut schema = None;
     let mut name = None;
     let mut ttl = 2;
     let mut request_timeout = Duration::from_secs(1);
@@ -30,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--endpoints" => endpoints = value()?.split(',').map(String::from).collect(),
+            "--schema" => schema = Some(value()?),
             "--name" => name = Some(value()?),
             "--ttl" => ttl = value()?.parse().map_err(|e| format!("--ttl: {e}"))?,
             "--request-timeout-ms" => {
@@ -43,7 +48,7 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(Args {
-        endpoints,
+        store: Store::from_endpoints(endpoints, schema).map_err(|e| e.to_string())?,
         name: name.ok_or("--name is required")?,
         ttl,
         request_timeout,
@@ -86,7 +91,11 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let backend = match connect(&args.endpoints, args.request_timeout).await {
+    let backend = match args
+        .store
+        .connect(args.request_timeout, "chaos-worker")
+        .await
+    {
         Ok(b) => b,
         Err(e) => return fail("connect", variant(&e)),
     };

@@ -198,6 +198,17 @@ impl OwnServer {
     pub async fn restart(&self) {
         self.server.restart().await.expect("restart");
     }
+
+    /// A fast shutdown: every connection is cut, nothing answers until
+    /// [`OwnServer::start_again`].
+    pub async fn stop(&self) {
+        self.server.stop().await;
+    }
+
+    /// Starts a stopped server again on the same port and data.
+    pub async fn start_again(&self) {
+        self.server.start_again().await.expect("start again");
+    }
 }
 
 /// The server runs as the `postgres` OS user when the tests run as root: it must read the
