@@ -190,11 +190,12 @@ impl Inner {
     /// Runs one prepared statement on a pooled connection, under the request timeout.
     ///
     /// Retried on another connection, with a short backoff while the deadline allows: a
-    /// failure to connect, and a server error that says the statement did not take effect
-    /// (the session was terminated, the server is shutting down, a serialization failure or
-    /// deadlock rolled it back). A connection lost mid-statement is retried only when
-    /// `read_only` (a write may have committed before the answer was lost: the caller gets
-    /// [`Error::Unavailable`] and decides).
+    /// failure to connect, and a server error that says the statement did not take effect (a
+    /// serialization failure or deadlock rolled it back, the connection was refused). A
+    /// connection lost mid-statement, or terminated (the session killed, the server shutting
+    /// down), is retried only when `read_only`: a write may have committed before the answer
+    /// was lost, and running it twice could, say, release a lock taken again meanwhile; the
+    /// caller gets [`Error::Unavailable`] (outcome unknown) and decides.
     pub(crate) async fn query(
         &self,
         op: &'static str,
@@ -249,7 +250,11 @@ impl Inner {
                 Ok(rows) => return Ok(rows),
                 Err(e) => {
                     let lost = e.as_db_error().is_none();
-                    let safe = e.code().is_some_and(rolled_back) || (lost && read_only);
+                    let safe = if read_only {
+                        lost || e.code().is_some_and(rolled_back)
+                    } else {
+                        e.code().is_some_and(error::surely_not_applied)
+                    };
                     if lost || e.code().is_some_and(rolled_back) {
                         // Its session is gone or going: never hand this connection out again.
                         drop(Object::take(client));

@@ -74,9 +74,21 @@ pub(crate) enum Kind {
     Other,
 }
 
-/// Whether a server error says the statement did not take effect and the session or the
-/// server is going away (or the transaction was rolled back to resolve a conflict): sending the
-/// same statement again, on another connection, is safe.
+/// Whether a server error says the statement surely did not take effect, whatever it was: the
+/// transaction was rolled back to resolve a conflict, or the connection was refused before it
+/// ran. Sending a write again, on another connection, is safe only then.
+pub(crate) fn surely_not_applied(code: &SqlState) -> bool {
+    matches!(
+        code.code(),
+        // serialization_failure, deadlock_detected, cannot_connect_now, too_many_connections
+        "40001" | "40P01" | "57P03" | "53300"
+    )
+}
+
+/// Whether a server error says the session or the server is going away (or the transaction
+/// was rolled back to resolve a conflict): a read may be sent again on another connection. A
+/// write may not, unless [`surely_not_applied`]: a termination (`57P01`) can be reported after
+/// the commit, while the answer was being sent.
 pub(crate) fn rolled_back(code: &SqlState) -> bool {
     let c = code.code();
     matches!(
