@@ -1,17 +1,21 @@
 //! Calls per operation, pinned so they cannot creep: on coord-mem and on a real etcd.
 //!
-//! - An uncontended lock is 1 txn, the first one too (the name's delete-only watch is opened
-//!   on a session's first contention, not before); an unlock is 1 txn.
-//! - A contended handoff: the releasing holder makes 1 call (its unlock txn), every waiter but
-//!   the next none, and the next waiter none either when it knew every key ahead of it (at most
-//!   16 when it queued: they can only go), else exactly 1 read txn. That holds when a waiter
-//!   ahead gives up in the middle of the queue too, and for a reader behind writers.
+//! - An uncontended lock is 1 txn, the first one too (no watch); an unlock is 1 txn.
+//! - Queueing: next in line (one key ahead), a waiter opens its name's prefix watch and reads
+//!   once; further back, it watches its own key and the key two ahead of it, and reads once.
+//! - A contended handoff, whatever the length of the queue: the releasing holder makes 1 call
+//!   (its unlock txn) and receives no event; the next waiter makes none (it was next in line);
+//!   the one behind it receives the release (the key two ahead of it), opens its prefix watch
+//!   and reads once; every other waiter makes no call and receives nothing. So a release is
+//!   delivered as at most 2 watch events — pinned with 16 and 64 waiters too.
+//! - A waiter that gives up in the middle of the queue costs only the waiter that watched it
+//!   (one watch and one read to retarget); a reader behind writers waits as a writer does.
 //! - An election handoff: the follower, second in line, makes no call between the leader's
 //!   resign and its win.
 //!
 //! Beside the counts: the queue stays FIFO and exclusive past 16 waiters, and a waiter whose own
-//! key is deleted while it waits fails with [`Error::SessionExpired`], also when the delete
-//! comes in one revision with the last key ahead of it.
+//! key is deleted while it waits fails with [`Error::NotHeld`], also when the delete comes in
+//! one revision with the last key ahead of it.
 //!
 //! Each session runs on its own `coord_core::Counting` backend, so calls are attributed to
 //! sessions. etcd comes from `ETCD_ENDPOINTS` or is started by `etcd-harness`; under `CI=true`
@@ -95,6 +99,21 @@ fn only_txn(c: &CallCounts, n: u64, what: &str) {
         "{what}: expected exactly {n} txn and nothing else, got {c}"
     );
 }
+
+/// Exactly `txn` txn and `watch` watches opened, and no other call.
+fn txn_and_watch(c: &CallCounts, (txn, watch): (u64, u64), what: &str) {
+    assert_eq!(
+        (c.txn, c.watch, c.calls()),
+        (txn, watch, txn + watch),
+        "{what}: expected exactly {txn} txn and {watch} watch, got {c}"
+    );
+}
+
+/// What a waiter further back does when the key two ahead of it goes: it opens its prefix
+/// watch and reads once.
+const MOVES_UP: (u64, u64) = (1, 1);
+/// Nothing.
+const NOTHING: (u64, u64) = (0, 0);
 
 async fn uncontended(env: &Env) {
     let (session, store) = env.session().await;
@@ -261,23 +280,43 @@ async fn queue_up(
 }
 
 /// Releases `all[h]` and checks the handoff to `all[h + 1]`: the holder makes its unlock txn,
-/// the next waiter `next_reads` read txns, everyone else nothing.
-async fn handoff(all: &mut [Contender], h: usize, next_reads: u64) {
+/// the next waiter `next` calls (txn, watch), the one behind it `behind`, everyone else
+/// nothing; and all sessions together receive at most 2 watch events. `settle` is how long any
+/// stray call or event is given to happen.
+async fn handoff(
+    all: &mut [Contender],
+    h: usize,
+    next: (u64, u64),
+    behind: (u64, u64),
+    settle: Duration,
+) {
     let before: Vec<CallCounts> = all.iter().map(|c| c.store.counts()).collect();
     all[h].release().await.expect("unlock");
     all[h + 1].wait_acquired().await;
     // Give any stray call by the other waiters time to happen (none may).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(settle).await;
     let spent: Vec<CallCounts> = all.iter().zip(&before).map(|(c, b)| c.since(b)).collect();
     only_txn(&spent[h], 1, &format!("handoff {h}: the releasing holder"));
-    only_txn(
+    txn_and_watch(
         &spent[h + 1],
-        next_reads,
+        next,
         &format!("handoff {h}: the next waiter"),
     );
-    for (i, s) in spent.iter().enumerate().skip(h + 2) {
-        assert_eq!(s.calls(), 0, "handoff {h}: waiter {i} made calls: {s}");
+    if let Some(s) = spent.get(h + 2) {
+        txn_and_watch(s, behind, &format!("handoff {h}: the waiter behind it"));
     }
+    for (i, s) in spent.iter().enumerate().skip(h + 3) {
+        assert_eq!(s.calls(), 0, "handoff {h}: waiter {i} made calls: {s}");
+        assert_eq!(
+            s.watch_events, 0,
+            "handoff {h}: waiter {i} received events: {s}"
+        );
+    }
+    let events: u64 = spent.iter().map(|s| s.watch_events).sum();
+    assert!(
+        events <= 2,
+        "handoff {h}: {events} watch events for one release (at most 2)"
+    );
 }
 
 async fn close_all(all: &[Contender]) {
@@ -295,18 +334,19 @@ async fn contended_handoff(env: &Env) {
     let mut all = vec![holder];
     // Three waiters, queued one after the other (FIFO by create revision).
     all.extend(queue_up(env, &log, &key_prefix, 1..4, mutex(NAME)).await);
-    // Queued, then quiet: a waiter's first contention opens the name's watch and reads once.
+    // Queued, then quiet: next in line, a waiter opens its prefix watch and reads once; further
+    // back, it watches its own key and the key two ahead, and reads once.
     for (i, c) in all.iter().enumerate().skip(1) {
         let queued = c.quiet().await;
+        let watches = if i == 1 { 1 } else { 2 };
         assert_eq!(
             (queued.txn, queued.watch, queued.calls()),
-            (2, 1, 4),
-            "waiter {i} queueing: lease grant, enqueue txn, watch, one read; got {queued}"
+            (2, watches, 3 + watches),
+            "waiter {i} queueing: lease grant, enqueue txn, {watches} watch, one read; got {queued}"
         );
     }
-    // Each waiter knew every key ahead of it: no handoff costs the next one a call.
-    handoff(&mut all, 0, 0).await;
-    handoff(&mut all, 1, 0).await;
+    handoff(&mut all, 0, NOTHING, MOVES_UP, SETTLE).await;
+    handoff(&mut all, 1, NOTHING, MOVES_UP, SETTLE).await;
     for c in &mut all[2..] {
         c.wait_acquired().await;
         c.release().await.expect("unlock");
@@ -315,27 +355,30 @@ async fn contended_handoff(env: &Env) {
     close_all(&all).await;
 }
 
-/// More waiters than one read returns (16): the first 16 know everyone ahead, the later ones
-/// wait for the key just ahead and read once; the lock still goes to one at a time, in order.
-async fn long_queue(env: &Env) {
-    const NAME: &str = "calls-long";
-    const WAITERS: usize = 20;
+/// How long a handoff gives stray calls and events to happen.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// `waiters` queued behind a holder (more than one read returns when over 16): every release
+/// costs the releaser its unlock, the next waiter nothing, the one behind it a watch and a
+/// read, and is delivered as at most 2 watch events; the lock goes to one at a time, in order.
+async fn long_queue(env: &Env, name: &'static str, waiters: usize, settle: Duration) {
     let log = Log::default();
-    let mut holder = Contender::start(env, 0, &log, &mutex(NAME)).await;
+    let mut holder = Contender::start(env, 0, &log, &mutex(name)).await;
     holder.wait_acquired().await;
     let mut all = vec![holder];
-    all.extend(queue_up(env, &log, "calls-long/", 1..WAITERS + 1, mutex(NAME)).await);
-    for h in 0..WAITERS {
-        // Waiter h + 1 had h + 1 keys ahead of it when it queued.
-        handoff(&mut all, h, u64::from(h + 1 > 16)).await;
+    let key_prefix = format!("{name}/");
+    all.extend(queue_up(env, &log, &key_prefix, 1..waiters + 1, mutex(name)).await);
+    for h in 0..waiters {
+        handoff(&mut all, h, NOTHING, MOVES_UP, settle).await;
     }
-    all[WAITERS].release().await.expect("unlock");
-    assert_eq!(*log.lock().unwrap(), in_turn(WAITERS + 1));
+    all[waiters].release().await.expect("unlock");
+    assert_eq!(*log.lock().unwrap(), in_turn(waiters + 1));
     close_all(&all).await;
 }
 
-/// A waiter in the middle of the queue gives up: the waiters behind it make no call (not even
-/// when its key goes), and still get the lock in order.
+/// A waiter in the middle of the queue gives up: only the waiter that watched its key (the one
+/// two behind it) notices, and retargets with one read and one watch; the lock still goes to
+/// the others in order.
 async fn middle_cancelled(env: &Env) {
     const NAME: &str = "calls-cancel";
     let log = Log::default();
@@ -344,16 +387,27 @@ async fn middle_cancelled(env: &Env) {
     let mut all = vec![holder];
     all.extend(queue_up(env, &log, "calls-cancel/", 1..4, mutex(NAME)).await);
     let before: Vec<CallCounts> = all.iter().map(|c| c.store.counts()).collect();
-    // Waiter 1 is ahead of 2 and in the middle of what 3 waits for (0, 1, 2).
+    // Waiter 1 is just ahead of 2 (which watches 0) and two ahead of 3 (which watches it).
     let gone = all.remove(1);
     gone.task.abort();
     env.wait_keys("calls-cancel/", 3).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for (c, b) in all.iter().zip(before.iter().skip(1)).skip(1) {
-        only_txn(&c.since(b), 0, "a waiter behind the one that gave up");
-    }
-    handoff(&mut all, 0, 0).await;
-    handoff(&mut all, 1, 0).await;
+    tokio::time::sleep(SETTLE).await;
+    txn_and_watch(
+        &all[1].since(&before[2]),
+        NOTHING,
+        "the waiter just behind the one that gave up",
+    );
+    // Waiter 3 sees it go, opens its prefix watch on a guess and reads: two keys are still
+    // ahead, so it drops that watch, watches 0 instead, and reads again.
+    txn_and_watch(
+        &all[2].since(&before[3]),
+        (2, 2),
+        "the waiter two behind the one that gave up",
+    );
+    // Waiter 2 still watches 0 (two ahead when it queued), not as next in line: it reads once
+    // on 0's release; and so does 3, moving up.
+    handoff(&mut all, 0, MOVES_UP, MOVES_UP, SETTLE).await;
+    handoff(&mut all, 1, NOTHING, NOTHING, SETTLE).await;
     all[2].release().await.expect("unlock");
     assert_eq!(*log.lock().unwrap(), ["+0", "-0", "+2", "-2", "+3", "-3"]);
     close_all(&all).await;
@@ -370,8 +424,9 @@ async fn reader_behind_writers(env: &Env) {
     let mut all = vec![holder];
     all.extend(queue_up(env, &log, "calls-rw/", 1..2, rwlock(NAME, true)).await);
     all.extend(queue_up(env, &log, "calls-rw/", 2..3, rwlock(NAME, false)).await);
-    handoff(&mut all, 0, 0).await;
-    handoff(&mut all, 1, 0).await;
+    // The reader waited for writer 0 (two ahead): it moves up on 0's release.
+    handoff(&mut all, 0, NOTHING, MOVES_UP, SETTLE).await;
+    handoff(&mut all, 1, NOTHING, NOTHING, SETTLE).await;
     all[2].release().await.expect("unlock");
     assert_eq!(*log.lock().unwrap(), in_turn(3));
     close_all(&all).await;
@@ -461,7 +516,9 @@ async fn election_handoff(env: &Env) {
 async fn all(env: Env) {
     uncontended(&env).await;
     contended_handoff(&env).await;
-    long_queue(&env).await;
+    long_queue(&env, "calls-long", 20, SETTLE).await;
+    long_queue(&env, "calls-w16", 16, Duration::from_millis(30)).await;
+    long_queue(&env, "calls-w64", 64, Duration::from_millis(30)).await;
     middle_cancelled(&env).await;
     reader_behind_writers(&env).await;
     own_key_deleted(&env).await;

@@ -56,6 +56,7 @@ mod queue;
 pub mod rwlock;
 pub mod session;
 pub mod txn;
+mod wait;
 pub mod watch;
 mod watcher;
 
@@ -74,6 +75,6 @@ pub use mutex::Mutex;
 pub use observe::{LeaderStream, Observation};
 pub use prefixed::Prefixed;
 pub use rwlock::RwLock;
-pub use session::{Session, SessionBuilder, DEFAULT_TTL, DEFAULT_WATCH_LINGER};
+pub use session::{Session, SessionBuilder, DEFAULT_TTL};
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
 pub use watch::{EventKind, WatchEvent, WatchRequest, WatchStream};
