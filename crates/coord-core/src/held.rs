@@ -1,10 +1,10 @@
 //! A contender's key, from its write to its release, and how its loss is detected.
 //!
 //! A key is lost when the session ends or when anyone but its own release deletes it (an
-//! operator's `etcdctl del`, a revoke). A watch reports the delete: a holder that waited next in
-//! line keeps the prefix watch it waited on (it has seen every delete since its key was read),
-//! and one that never waited opens a watch of its key on its first [`HeldKey::lost`] and reads
-//! the key once. After that, `lost()` only waits: it is cheap in a `select!` loop. The watch is
+//! operator's `etcdctl del`, a revoke). A watch reports the delete: a holder that waited keeps
+//! the watch it waited with (its name's prefix, or its own key), registered before its key was
+//! last seen, and one that never waited opens a watch of its key on its first
+//! [`HeldKey::lost`] and reads the key once. After that, `lost()` only waits: it is cheap in a `select!` loop. The watch is
 //! dropped before the release's delete is sent, so a holder is not told of its own release.
 
 use std::sync::Arc;
@@ -179,9 +179,9 @@ impl HeldKey {
         Ok(self.drain(watch))
     }
 
-    /// Keeps the prefix watch a waiter waited on, next in line, to detect the key's loss with
-    /// no further call: it has delivered every delete up to the turn, and reports every later
-    /// one.
+    /// Keeps the watch a waiter waited with (its name's prefix, or its own key) to detect the
+    /// key's loss with no further call: it was registered before the key was last seen, and
+    /// reports every later delete.
     pub(crate) fn keep_watching(&self, watch: DeleteWatch) {
         let _ = self.watching.set(self.drain(watch));
     }

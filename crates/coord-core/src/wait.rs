@@ -3,23 +3,23 @@
 //! A waiter knows the keys ahead of it (from its acquire transaction or a read: all of them, or
 //! the newest 16 of a longer queue). That set only shrinks: a key created later is behind it.
 //!
-//! - **Next in line** (exactly one key ahead, known completely): it watches its name's whole
-//!   prefix (deletes only). A prefix watch delivers each revision's deletes together and in
-//!   revision order, so when the last key ahead goes, the waiter knows in the same batch whether
-//!   its own key went too (an operator's transaction, a lease shared by both): it then holds its
-//!   turn with no read, and never when its own key is gone. This is the handoff: one delete
-//!   commit and one event.
-//! - **Further back**: it watches two single keys: its own (so that its deletion is reported
-//!   at once) and the one *two* ahead of it. When that one goes, the key just ahead usually
-//!   holds: the waiter opens its prefix watch, reads once (while that key holds, off the
-//!   handoff's path) and is next in line. A key ahead that gives up out of turn shows in that
-//!   read.
-//! - Every watch is registered "from now" and followed by a read (so a delete just before the
-//!   registration is not missed), and cancelled as soon as it is not needed.
-//!
-//! So a release is delivered to at most two waiters: the next in line (its prefix watch) and
-//! the one behind it (its watch two ahead), whatever the length of the queue; and it makes
-//! only that second one read. Waiters further back receive nothing and make no call.
+//! - **One key ahead** (known completely, right at the acquire: the handoff of a lock with one
+//!   waiter): it watches its name's whole prefix (deletes only). A prefix watch delivers each
+//!   revision's deletes together and in revision order, so when the key ahead goes, the waiter
+//!   knows in the same batch whether its own key went too (an operator's transaction, a lease
+//!   shared by both): it then holds its turn with no read, and never when its own key is gone.
+//!   The handoff is one delete commit and one event.
+//! - **Further back**: it watches two single keys, its own (so that its deletion is reported
+//!   at once) and the key just ahead of it. When that one goes, it reads once (its own key and
+//!   the keys ahead): nobody left ahead is its turn; else it watches the new key just ahead.
+//!   Each key is watched by the one waiter right behind it, so a release is delivered to one
+//!   waiter, whatever the length of the queue, and only that waiter makes a call.
+//! - Every watch is registered "from now", before the queue is read again (a delete just before
+//!   the registration is then seen in the read), long before it matters for a waiter further
+//!   back: etcd may serve a watch whose registration raced a write from its 100 ms catch-up
+//!   loop for its first moments, which a waiter at the back never notices. Each watch is
+//!   cancelled as soon as it is not needed; a holder keeps the one that reports its own key's
+//!   delete.
 
 use crate::error::Result;
 use crate::held::{retry_transient, HeldKey};
@@ -27,36 +27,15 @@ use crate::kv::Revision;
 use crate::queue::{Ahead, Enqueued, Queue};
 use crate::watcher::{DeleteWatch, Watched};
 
-/// What a waiter does with what it knows.
-enum Plan {
-    /// Nobody is ahead: its turn.
-    Turn,
-    /// One key ahead, known completely: wait for it on the prefix watch.
-    Next(Vec<u8>),
-    /// Further back: wait for this key (two ahead, or the oldest of two known).
-    Behind(Vec<u8>),
-}
-
-fn plan(ahead: &Ahead) -> Plan {
-    match ahead {
-        Ahead::All(keys) if keys.is_empty() => Plan::Turn,
-        Ahead::All(keys) if keys.len() == 1 => Plan::Next(keys[0].clone()),
-        Ahead::All(keys) | Ahead::Last(keys) => {
-            Plan::Behind(keys.get(1).unwrap_or(&keys[0]).clone())
-        }
-        Ahead::Unknown => unreachable!("a read always knows who is ahead"),
-    }
-}
-
-/// The watches a waiter further back keeps: its own key and the key it waits for.
+/// The watches of a waiter further back: its own key and the key just ahead.
 struct Behind {
     own: DeleteWatch,
-    target: DeleteWatch,
+    ahead: DeleteWatch,
 }
 
 /// Waits until no key of the queue's `ahead_prefix` older than `held`'s is left. Returns the
-/// revision at which that was seen, and the prefix watch it waited on when it was next in line
-/// (for the holder to keep, to report its key's loss).
+/// revision at which that was seen, and a watch that reports every later delete of the key (its
+/// prefix watch, or its own key's), for the holder to keep.
 ///
 /// Fails when the key vanishes ([`Error::NotHeld`](crate::Error::NotHeld): deleted while the
 /// lease lives) or the session ends while waiting ([`Error::SessionExpired`],
@@ -75,58 +54,80 @@ pub(crate) async fn wait_turn(
         Ahead::Unknown => reread().await?,
         known => (enqueued.revision, known),
     };
-    // The prefix watch, once next in line (or about to be).
-    let mut next: Option<DeleteWatch> = None;
-    // The watches further back.
+    if let Ahead::All(keys) = &ahead {
+        match keys.as_slice() {
+            [] => return Ok((after, None)),
+            [key] => {
+                if let Some(turn) = wait_as_next(queue, held, key.clone()).await? {
+                    return Ok(turn);
+                }
+                // The prefix watch broke: read again and wait as any waiter.
+                (after, ahead) = reread().await?;
+            }
+            _ => {}
+        }
+    }
     let mut behind: Option<Behind> = None;
     loop {
-        match plan(&ahead) {
-            Plan::Turn => return Ok((after, next)),
-            Plan::Next(key) => {
-                behind = None;
-                let Some(watch) = next.as_mut() else {
-                    next = Some(open(held, Watched::Prefix(queue.watch_prefix.clone())).await?);
-                    // Registered after the last read: read again, so nothing falls between.
-                    (after, ahead) = reread().await?;
-                    continue;
-                };
-                tracing::trace!(after, "next in line");
-                match wait_next(held, watch, key, after).await? {
-                    Some(revision) => {
-                        after = revision;
-                        ahead = Ahead::All(Vec::new());
-                    }
-                    None => {
-                        next = None;
-                        (after, ahead) = reread().await?;
-                    }
+        let key = match &ahead {
+            Ahead::All(keys) | Ahead::Last(keys) if !keys.is_empty() => keys[0].clone(),
+            _ => return Ok((after, behind.map(|b| b.own))),
+        };
+        let watching = behind
+            .as_ref()
+            .is_some_and(|b| b.ahead.watched() == &Watched::Key(key.clone()));
+        if !watching {
+            let own = behind.take().map(|b| b.own);
+            behind = Some(watch_behind(held, own, key).await?);
+            // Registered after the last read: read again, so nothing falls between.
+            (after, ahead) = reread().await?;
+            continue;
+        }
+        let b = behind.as_mut().expect("checked above");
+        tracing::trace!(after, "waiting for the key just ahead");
+        if !wait_ahead(held, b, after).await? {
+            // A watch broke: watch afresh.
+            behind = None;
+        }
+        (after, ahead) = reread().await?;
+    }
+}
+
+/// Waits on the name's prefix watch for `key`, the one key ahead: registers it, reads once
+/// (so nothing between the acquire and the registration is missed), then takes the turn with
+/// no read. `None` when the watch broke (the caller reads again).
+async fn wait_as_next(
+    queue: &Queue,
+    held: &HeldKey,
+    key: Vec<u8>,
+) -> Result<Option<(Revision, Option<DeleteWatch>)>> {
+    let session = &held.session;
+    let mut watch = open(held, Watched::Prefix(queue.watch_prefix.clone())).await?;
+    let (after, ahead) = retry_transient(session, || queue.reread(held)).await?;
+    if ahead.is_nobody() {
+        return Ok(Some((after, Some(watch))));
+    }
+    tracing::trace!(after, "next in line");
+    loop {
+        let batch = tokio::select! {
+            biased;
+            batch = watch.next() => batch,
+            _ = session.lost() => return Err(session.ended_error()),
+        };
+        match batch {
+            Ok((revision, _)) if revision <= after => {}
+            Ok((revision, keys)) => {
+                // My own key's delete in any batch up to the last key's means my place is gone.
+                if keys.iter().any(|k| **k == *held.key) {
+                    return Err(held.gone_error().await);
+                }
+                if keys.contains(&key) {
+                    return Ok(Some((revision, Some(watch))));
                 }
             }
-            Plan::Behind(target) => {
-                // A prefix watch opened on a guess that turned out wrong: every release would
-                // reach it. Let it go.
-                next = None;
-                let watching = match &behind {
-                    Some(b) => b.target.watched() == &Watched::Key(target.clone()),
-                    None => false,
-                };
-                if !watching {
-                    let had = behind.take();
-                    behind = Some(open_behind(held, had, target).await?);
-                    (after, ahead) = reread().await?;
-                    continue;
-                }
-                let b = behind.as_mut().expect("checked above");
-                tracing::trace!(after, "waiting further back");
-                match wait_behind(held, b, after).await? {
-                    Some(_) => {
-                        // The key two ahead went: the one just ahead (if still there) holds
-                        // now. Open the prefix watch before the read that confirms it.
-                        next = Some(open(held, Watched::Prefix(queue.watch_prefix.clone())).await?);
-                    }
-                    None => behind = None,
-                }
-                (after, ahead) = reread().await?;
+            Err(e) => {
+                tracing::debug!(error = %e, "prefix watch broke; reading again");
+                return Ok(None);
             }
         }
     }
@@ -141,75 +142,39 @@ async fn open(held: &HeldKey, watched: Watched) -> Result<DeleteWatch> {
     .await
 }
 
-/// The watches of a waiter further back, for `target`: its own key's watch is kept when it has
-/// one, the two are registered concurrently otherwise.
-async fn open_behind(held: &HeldKey, had: Option<Behind>, target: Vec<u8>) -> Result<Behind> {
-    match had {
-        Some(b) => Ok(Behind {
-            own: b.own,
-            target: open(held, Watched::Key(target)).await?,
-        }),
+/// The watches of a waiter further back, for the key `ahead`: its own key's watch is kept when
+/// it has one, else the two are registered concurrently.
+async fn watch_behind(held: &HeldKey, own: Option<DeleteWatch>, ahead: Vec<u8>) -> Result<Behind> {
+    let (own, ahead) = match own {
+        Some(own) => (own, open(held, Watched::Key(ahead)).await?),
         None => {
-            let (own, target) = futures::future::try_join(
+            futures::future::try_join(
                 open(held, Watched::Key(held.key.to_vec())),
-                open(held, Watched::Key(target)),
+                open(held, Watched::Key(ahead)),
             )
-            .await?;
-            Ok(Behind { own, target })
+            .await?
         }
-    }
+    };
+    Ok(Behind { own, ahead })
 }
 
-/// Waits on the prefix watch until `key` (the last one ahead) is deleted after `after`; returns
-/// that revision, or `None` when the watch broke (read again). My own key's delete in any batch
-/// up to and including that one means my place is gone.
-async fn wait_next(
-    held: &HeldKey,
-    watch: &mut DeleteWatch,
-    key: Vec<u8>,
-    after: Revision,
-) -> Result<Option<Revision>> {
-    loop {
-        let batch = tokio::select! {
-            biased;
-            batch = watch.next() => batch,
-            _ = held.session.lost() => return Err(held.session.ended_error()),
-        };
-        match batch {
-            Ok((revision, _)) if revision <= after => {}
-            Ok((revision, keys)) => {
-                if keys.iter().any(|k| **k == *held.key) {
-                    return Err(held.gone_error().await);
-                }
-                if keys.contains(&key) {
-                    return Ok(Some(revision));
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "prefix watch broke; reading again");
-                return Ok(None);
-            }
-        }
-    }
-}
-
-/// Waits further back until the target key is deleted after `after` (returns its revision), or
-/// a watch broke (`None`: read again); fails when my own key is deleted.
-async fn wait_behind(held: &HeldKey, b: &mut Behind, after: Revision) -> Result<Option<Revision>> {
+/// Waits until the key just ahead is deleted after `after` (`true`), or a watch broke
+/// (`false`); fails when my own key is deleted.
+async fn wait_ahead(held: &HeldKey, b: &mut Behind, after: Revision) -> Result<bool> {
     loop {
         let (own, batch) = tokio::select! {
             biased;
             batch = b.own.next() => (true, batch),
-            batch = b.target.next() => (false, batch),
+            batch = b.ahead.next() => (false, batch),
             _ = held.session.lost() => return Err(held.session.ended_error()),
         };
         match batch {
             Ok((revision, _)) if revision <= after => {}
             Ok(_) if own => return Err(held.gone_error().await),
-            Ok((revision, _)) => return Ok(Some(revision)),
+            Ok(_) => return Ok(true),
             Err(e) => {
                 tracing::debug!(error = %e, "key watch broke; reading again");
-                return Ok(None);
+                return Ok(false);
             }
         }
     }
