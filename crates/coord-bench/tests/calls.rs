@@ -119,7 +119,7 @@ async fn uncontended(env: &Env) {
     let (session, store) = env.session().await;
     let mutex = Mutex::new(&session, "calls-uncontended").unwrap();
 
-    // An uncontended acquire opens no watch: the name's watch is opened on first contention.
+    // An uncontended acquire opens no watch, the first one of a session either.
     let c0 = store.counts();
     let guard = mutex.lock().await.unwrap();
     only_txn(&store.counts().since(&c0), 1, "first lock");
@@ -477,7 +477,7 @@ async fn election_handoff(env: &Env) {
     let e2 = Election::new(&s2, "calls-election").unwrap();
     let follower = tokio::spawn(async move { e2.campaign("b").await });
     env.wait_keys("calls-election/", 2).await;
-    // Quiet: the follower's first contention opens the watch and reads once.
+    // Quiet: the follower (one key ahead) opens its prefix watch and reads once.
     let mut last = c2.counts().calls();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -150,7 +150,8 @@ impl HeldKey {
     /// this holder's own release. Returns the error that describes it; or, when loss cannot be
     /// watched at all, the error that prevents it (e.g. [`Error::PermissionDenied`]).
     /// Transient failures (store unreachable, restarting) are retried, never taken as "still
-    /// held": the first call registers with the name's watch and confirms the key once; later
+    /// held": the first call (of a holder that did not wait) watches the key and confirms it
+    /// once; later
     /// calls only wait.
     pub(crate) async fn lost(&self) -> Error {
         let watching = tokio::select! {

@@ -840,7 +840,7 @@ async fn waiter_key_deleted(ctx: &Ctx) -> Outcome {
 }
 
 scenario!(
-    /// A session keeps a name's watch only while it has a waiter or holder there: after
+    /// A session keeps a watch on a name only while it has a waiter or holder there: after
     /// locking many contended names in turn, it keeps none open once it holds nothing.
     mutex_watches_bounded,
     Shared,
