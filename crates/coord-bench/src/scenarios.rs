@@ -539,8 +539,8 @@ impl Bench {
     async fn round_trips(&self) -> BenchResultOr<BenchResult> {
         let name = "round_trips";
         let store = self.store().await?;
-        let (mut read, mut put, mut del, mut plain) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut read, mut put, mut del, mut plain, mut watch) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..self.iters {
             let key = format!("rtt/{}", i % 8);
             let t = Instant::now();
@@ -594,13 +594,22 @@ impl Bench {
             let t = Instant::now();
             store.delete(DeleteRequest::key(key.clone())).await?;
             plain.push(t.elapsed());
+            // A waiter's watch of one key, registered from now (returns once etcd confirmed
+            // it), then cancelled.
+            let t = Instant::now();
+            let w = store
+                .watch(WatchRequest::new(KeyRange::key(key.clone())).with_no_put())
+                .await?;
+            watch.push(t.elapsed());
+            drop(w);
         }
         Ok(
             BenchResult::new(name, read.len() as u64, 0.0, &read).with_extra(json!({
                 "read_txn_p50_ms": pct_ms(&read, 0.5),
                 "create_txn_p50_ms": pct_ms(&put, 0.5),
                 "delete_txn_p50_ms": pct_ms(&del, 0.5),
-            "plain_delete_p50_ms": pct_ms(&plain, 0.5),
+                "plain_delete_p50_ms": pct_ms(&plain, 0.5),
+                "watch_open_p50_ms": pct_ms(&watch, 0.5),
                 "read_txn_p99_ms": pct_ms(&read, 0.99),
                 "create_txn_p99_ms": pct_ms(&put, 0.99),
                 "delete_txn_p99_ms": pct_ms(&del, 0.99),

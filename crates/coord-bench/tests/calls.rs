@@ -2,7 +2,7 @@
 //!
 //! - An uncontended lock is 1 txn, the first one too (no watch); an unlock is 1 txn.
 //! - Queueing: with one key ahead, a waiter opens its name's prefix watch and reads once;
-//!   further back, it watches its own key and the key just ahead of it, and reads once.
+//!   further back, it watches the key just ahead of it, and reads once.
 //! - A contended handoff, whatever the length of the queue: the releasing holder makes 1 call
 //!   (its unlock txn) and receives no event; the next waiter receives the release and makes no
 //!   call when it waited on the prefix watch, else one read txn; every other waiter makes no
@@ -327,14 +327,13 @@ async fn contended_handoff(env: &Env) {
     // Three waiters, queued one after the other (FIFO by create revision).
     all.extend(queue_up(env, &log, &key_prefix, 1..4, mutex(NAME)).await);
     // Queued, then quiet: with one key ahead, a waiter opens its prefix watch and reads once;
-    // further back, it watches its own key and the key just ahead, and reads once.
+    // further back, it watches the key just ahead, and reads once.
     for (i, c) in all.iter().enumerate().skip(1) {
         let queued = c.quiet().await;
-        let watches = if i == 1 { 1 } else { 2 };
         assert_eq!(
             (queued.txn, queued.watch, queued.calls()),
-            (2, watches, 3 + watches),
-            "waiter {i} queueing: lease grant, enqueue txn, {watches} watch, one read; got {queued}"
+            (2, 1, 4),
+            "waiter {i} queueing: lease grant, enqueue txn, watch, one read; got {queued}"
         );
     }
     // Waiter 1 waited on the prefix watch: no call; waiter 2 further back: one read.
@@ -422,48 +421,63 @@ async fn reader_behind_writers(env: &Env) {
     close_all(&all).await;
 }
 
-/// A waiter's own key is deleted behind its back while it waits for several keys: its `lock()`
-/// fails with [`Error::NotHeld`] (its lease lives), never with a guard. First while keys are still ahead
-/// of it, then in one transaction with the last key ahead of it.
+/// A waiter's own key is deleted behind its back while it waits: its `lock()` fails with
+/// [`Error::NotHeld`] (its lease lives), never with a guard. With one key ahead (waiting on the
+/// prefix watch) at once, also when its key goes in one transaction with the key ahead;
+/// further back when the key just ahead of it goes (it reads then).
 async fn own_key_deleted(env: &Env) {
     const NAME: &str = "calls-own";
     let observer = env.observer().await;
     let key = |c: &Contender| Mutex::new(&c.session, NAME).unwrap().key().to_vec();
-    let expired = |r: &coord_core::Result<()>| matches!(r, Err(Error::NotHeld { .. }));
+    let not_held = |r: &coord_core::Result<()>| matches!(r, Err(Error::NotHeld { .. }));
     let log = Log::default();
     let mut holder = Contender::start(env, 0, &log, &mutex(NAME)).await;
     holder.wait_acquired().await;
     let mut all = vec![holder];
-    all.extend(queue_up(env, &log, "calls-own/", 1..4, mutex(NAME)).await);
+    all.extend(queue_up(env, &log, "calls-own/", 1..5, mutex(NAME)).await);
 
-    // Waiter 2 waits for 0 and 1; its key goes first.
+    // Waiter 1 (one key ahead): its key goes, it fails at once.
     observer
-        .delete(DeleteRequest::key(key(&all[2])))
+        .delete(DeleteRequest::key(key(&all[1])))
         .await
         .unwrap();
-    let r = all[2].outcome().await;
-    assert!(expired(&r), "waiter 2, own key deleted: {r:?}");
+    let r = all[1].outcome().await;
+    assert!(not_held(&r), "waiter 1, own key deleted: {r:?}");
 
-    // Waiter 3 waits for 0, 1 (and 2, gone); 0 unlocks, then 1 and 3 go in one revision.
+    // Waiter 3 (further back): its key goes; it fails once waiter 2, just ahead, goes.
+    observer
+        .delete(DeleteRequest::key(key(&all[3])))
+        .await
+        .unwrap();
     all[0].release().await.expect("unlock");
-    all[1].wait_acquired().await;
+    all[2].wait_acquired().await;
+    all[2].release().await.expect("unlock");
+    let r = all[3].outcome().await;
+    assert!(not_held(&r), "waiter 3, own key deleted: {r:?}");
+    all[4].wait_acquired().await;
+
+    // A waiter with one key ahead whose key goes in one transaction with that key.
+    let mut last = Contender::start(env, 5, &log, &mutex(NAME)).await;
+    env.wait_keys("calls-own/", 2).await;
+    last.quiet().await;
     let both = Txn::new().and_then([
-        TxnOp::Delete(DeleteRequest::key(key(&all[1]))),
-        TxnOp::Delete(DeleteRequest::key(key(&all[3]))),
+        TxnOp::Delete(DeleteRequest::key(key(&all[4]))),
+        TxnOp::Delete(DeleteRequest::key(key(&last))),
     ]);
     observer.txn(both).await.unwrap();
-    let r = all[3].outcome().await;
+    let r = last.outcome().await;
     assert!(
-        expired(&r),
-        "waiter 3, own key deleted with the last one ahead: {r:?}"
+        not_held(&r),
+        "waiter 5, own key deleted with the key ahead: {r:?}"
     );
-    let r = all[1].release().await;
+    let r = all[4].release().await;
     assert!(
         matches!(r, Err(Error::NotHeld { .. })),
-        "holder 1, key deleted: {r:?}"
+        "holder 4, key deleted: {r:?}"
     );
-    assert_eq!(*log.lock().unwrap(), ["+0", "-0", "+1", "-1"]);
+    assert_eq!(*log.lock().unwrap(), ["+0", "-0", "+2", "-2", "+4", "-4"]);
     close_all(&all).await;
+    last.session.close().await.unwrap();
 }
 
 async fn election_handoff(env: &Env) {

@@ -1,10 +1,9 @@
 //! A contender's key, from its write to its release, and how its loss is detected.
 //!
 //! A key is lost when the session ends or when anyone but its own release deletes it (an
-//! operator's `etcdctl del`, a revoke). A watch reports the delete: a holder that waited keeps
-//! the watch it waited with (its name's prefix, or its own key), registered before its key was
-//! last seen, and one that never waited opens a watch of its key on its first
-//! [`HeldKey::lost`] and reads the key once. After that, `lost()` only waits: it is cheap in a `select!` loop. The watch is
+//! operator's `etcdctl del`, a revoke). A watch reports the delete: a holder that waited on its
+//! name's prefix watch keeps it (registered before its key was last seen), any other opens a
+//! watch of its key on its first [`HeldKey::lost`] and reads the key once. After that, `lost()` only waits: it is cheap in a `select!` loop. The watch is
 //! dropped before the release's delete is sent, so a holder is not told of its own release.
 
 use std::sync::Arc;
@@ -150,9 +149,8 @@ impl HeldKey {
     /// this holder's own release. Returns the error that describes it; or, when loss cannot be
     /// watched at all, the error that prevents it (e.g. [`Error::PermissionDenied`]).
     /// Transient failures (store unreachable, restarting) are retried, never taken as "still
-    /// held": the first call (of a holder that did not wait) watches the key and confirms it
-    /// once; later
-    /// calls only wait.
+    /// held": the first call (unless the holder kept its prefix watch) watches the key and
+    /// confirms it once; later calls only wait.
     pub(crate) async fn lost(&self) -> Error {
         let watching = tokio::select! {
             w = self.watching.get_or_try_init(|| self.watch_for_loss()) => w,
@@ -180,9 +178,8 @@ impl HeldKey {
         Ok(self.drain(watch))
     }
 
-    /// Keeps the watch a waiter waited with (its name's prefix, or its own key) to detect the
-    /// key's loss with no further call: it was registered before the key was last seen, and
-    /// reports every later delete.
+    /// Keeps the prefix watch a waiter waited on to detect the key's loss with no further call:
+    /// it was registered before the key was last seen, and reports every later delete.
     pub(crate) fn keep_watching(&self, watch: DeleteWatch) {
         let _ = self.watching.set(self.drain(watch));
     }

@@ -16,17 +16,17 @@
 //! - **one key ahead** (the common handoff): a delete-only watch of the name's prefix. When that
 //!   key's delete arrives, the waiter holds with no further call; its own key's delete, if any,
 //!   arrives in the same revision batch, so it never takes a turn its key no longer gives it.
-//! - **further back**: a watch of the key just ahead of it and one of its own key (reported
-//!   at once as [`Error::NotHeld`]). When the key ahead goes, it reads once: nobody left ahead
-//!   means its turn; else it watches the new key just ahead.
+//! - **further back**: a watch of the key just ahead of it. When that key goes, it reads once
+//!   (its own key and the keys ahead): nobody left ahead means its turn, its own key gone means
+//!   [`Error::NotHeld`], else it watches the new key just ahead.
 //!
 //! So each key is watched by the one waiter behind it: a release is delivered as one watch
 //! event to one waiter, whatever the number of waiters, and only that waiter makes a call. No
 //! watch is registered at the moment of a handoff (etcd may serve a watch registered while a
 //! write commits from its 100 ms catch-up loop for its first moments); each is cancelled as
-//! soon as it is not needed. A holder keeps the watch it waited with to report its key's
-//! deletion ([`LockGuard::lost`]); one that never waited opens a watch of its key on its first
-//! `lost()`.
+//! soon as it is not needed. A holder that waited on the prefix watch keeps it to report its
+//! key's deletion ([`LockGuard::lost`]); any other opens a watch of its key on its first
+//! `lost()` and reads the key once.
 //!
 //! # Names
 //!

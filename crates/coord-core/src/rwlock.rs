@@ -9,7 +9,6 @@ use crate::names::name_prefix;
 use crate::queue::Queue;
 use crate::session::Session;
 use crate::wait::wait_turn;
-use crate::watcher::Watched;
 
 /// Makes rwlock keys unique within a process; the lease id makes them unique across sessions.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -132,13 +131,11 @@ impl RwLock {
             .await?;
         if wait {
             let (revision, watch) = wait_turn(queue, &held, enqueued).await?;
-            // The watch reports the key's loss from now on. A reader lets a prefix watch go
-            // (readers hold together: each one's release would reach every other) and sets
-            // loss detection up on its first `lost()`.
-            if let Some(watch) = watch {
-                if kind == LockKind::Write || matches!(watch.watched(), Watched::Key(_)) {
-                    held.keep_watching(watch);
-                }
+            // The prefix watch reports the key's loss from now on. A reader lets it go (readers
+            // hold together: each one's release would reach every other) and sets loss
+            // detection up on its first `lost()`.
+            if let (Some(watch), LockKind::Write) = (watch, kind) {
+                held.keep_watching(watch);
             }
             return Ok(LockGuard::new(held, revision, kind));
         }

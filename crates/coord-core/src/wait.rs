@@ -9,17 +9,18 @@
 //!   knows in the same batch whether its own key went too (an operator's transaction, a lease
 //!   shared by both): it then holds its turn with no read, and never when its own key is gone.
 //!   The handoff is one delete commit and one event.
-//! - **Further back**: it watches two single keys, its own (so that its deletion is reported
-//!   at once) and the key just ahead of it. When that one goes, it reads once (its own key and
-//!   the keys ahead): nobody left ahead is its turn; else it watches the new key just ahead.
-//!   Each key is watched by the one waiter right behind it, so a release is delivered to one
-//!   waiter, whatever the length of the queue, and only that waiter makes a call.
+//! - **Further back**: it watches one single key, the one just ahead of it. When that key goes,
+//!   it reads once (its own key and the keys ahead): nobody left ahead is its turn; else it
+//!   watches the new key just ahead. Each key is watched by the one waiter right behind it, so
+//!   a release is delivered to one waiter, whatever the length of the queue, and only that
+//!   waiter makes a call. Its own key's deletion shows in that read (it then fails, never
+//!   holds); its session's end is noticed at once.
 //! - Every watch is registered "from now", before the queue is read again (a delete just before
 //!   the registration is then seen in the read), long before it matters for a waiter further
 //!   back: etcd may serve a watch whose registration raced a write from its 100 ms catch-up
 //!   loop for its first moments, which a waiter at the back never notices. Each watch is
-//!   cancelled as soon as it is not needed; a holder keeps the one that reports its own key's
-//!   delete.
+//!   cancelled as soon as it is not needed; a holder that waited on the prefix watch keeps it
+//!   to report its own key's delete.
 
 use crate::error::Result;
 use crate::held::{retry_transient, HeldKey};
@@ -27,15 +28,9 @@ use crate::kv::Revision;
 use crate::queue::{Ahead, Enqueued, Queue};
 use crate::watcher::{DeleteWatch, Watched};
 
-/// The watches of a waiter further back: its own key and the key just ahead.
-struct Behind {
-    own: DeleteWatch,
-    ahead: DeleteWatch,
-}
-
 /// Waits until no key of the queue's `ahead_prefix` older than `held`'s is left. Returns the
-/// revision at which that was seen, and a watch that reports every later delete of the key (its
-/// prefix watch, or its own key's), for the holder to keep.
+/// revision at which that was seen, and the prefix watch it waited on if any (it reports every
+/// later delete of the key: for the holder to keep).
 ///
 /// Fails when the key vanishes ([`Error::NotHeld`](crate::Error::NotHeld): deleted while the
 /// lease lives) or the session ends while waiting ([`Error::SessionExpired`],
@@ -67,27 +62,26 @@ pub(crate) async fn wait_turn(
             _ => {}
         }
     }
-    let mut behind: Option<Behind> = None;
+    // The watch of the key just ahead.
+    let mut watch: Option<DeleteWatch> = None;
     loop {
         let key = match &ahead {
             Ahead::All(keys) | Ahead::Last(keys) if !keys.is_empty() => keys[0].clone(),
-            _ => return Ok((after, behind.map(|b| b.own))),
+            _ => return Ok((after, None)),
         };
-        let watching = behind
-            .as_ref()
-            .is_some_and(|b| b.ahead.watched() == &Watched::Key(key.clone()));
-        if !watching {
-            let own = behind.take().map(|b| b.own);
-            behind = Some(watch_behind(held, own, key).await?);
+        let current = watch
+            .as_mut()
+            .filter(|w| w.watched() == &Watched::Key(key.clone()));
+        let Some(w) = current else {
+            watch = Some(open(held, Watched::Key(key)).await?);
             // Registered after the last read: read again, so nothing falls between.
             (after, ahead) = reread().await?;
             continue;
-        }
-        let b = behind.as_mut().expect("checked above");
+        };
         tracing::trace!(after, "waiting for the key just ahead");
-        if !wait_ahead(held, b, after).await? {
-            // A watch broke: watch afresh.
-            behind = None;
+        if !wait_ahead(held, w, after).await? {
+            // The watch broke: watch afresh.
+            watch = None;
         }
         (after, ahead) = reread().await?;
     }
@@ -142,35 +136,17 @@ async fn open(held: &HeldKey, watched: Watched) -> Result<DeleteWatch> {
     .await
 }
 
-/// The watches of a waiter further back, for the key `ahead`: its own key's watch is kept when
-/// it has one, else the two are registered concurrently.
-async fn watch_behind(held: &HeldKey, own: Option<DeleteWatch>, ahead: Vec<u8>) -> Result<Behind> {
-    let (own, ahead) = match own {
-        Some(own) => (own, open(held, Watched::Key(ahead)).await?),
-        None => {
-            futures::future::try_join(
-                open(held, Watched::Key(held.key.to_vec())),
-                open(held, Watched::Key(ahead)),
-            )
-            .await?
-        }
-    };
-    Ok(Behind { own, ahead })
-}
-
-/// Waits until the key just ahead is deleted after `after` (`true`), or a watch broke
-/// (`false`); fails when my own key is deleted.
-async fn wait_ahead(held: &HeldKey, b: &mut Behind, after: Revision) -> Result<bool> {
+/// Waits until the watched key just ahead is deleted after `after` (`true`), or the watch
+/// broke (`false`); fails when the session ends.
+async fn wait_ahead(held: &HeldKey, watch: &mut DeleteWatch, after: Revision) -> Result<bool> {
     loop {
-        let (own, batch) = tokio::select! {
+        let batch = tokio::select! {
             biased;
-            batch = b.own.next() => (true, batch),
-            batch = b.ahead.next() => (false, batch),
+            batch = watch.next() => batch,
             _ = held.session.lost() => return Err(held.session.ended_error()),
         };
         match batch {
             Ok((revision, _)) if revision <= after => {}
-            Ok(_) if own => return Err(held.gone_error().await),
             Ok(_) => return Ok(true),
             Err(e) => {
                 tracing::debug!(error = %e, "key watch broke; reading again");
