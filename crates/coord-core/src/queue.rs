@@ -35,14 +35,21 @@ pub(crate) struct Enqueued {
     pub ahead: Ahead,
 }
 
+/// A key ahead, with its create revision (the key may be written again later, behind).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyAhead {
+    pub key: Vec<u8>,
+    pub rev: Revision,
+}
+
 /// Who is ahead of a contender.
 pub(crate) enum Ahead {
     /// Every key ahead (none: my turn). Keys ahead of me can only go (a key created later is
     /// behind me), so once each of these is deleted, my turn has come.
-    All(Vec<Vec<u8>>),
+    All(Vec<KeyAhead>),
     /// More keys are ahead than a read returns; these are the newest of them (the first is
     /// just ahead), never empty.
-    Last(Vec<Vec<u8>>),
+    Last(Vec<KeyAhead>),
     /// Not known yet (adopted key): read it.
     Unknown,
 }
@@ -51,7 +58,12 @@ impl Ahead {
     /// From the keys ahead, newest first, as a read with a limit returned them (`more`: the
     /// limit left some out).
     fn from_newest<'a>(newest: impl Iterator<Item = &'a KeyValue>, more: bool) -> Ahead {
-        let keys: Vec<Vec<u8>> = newest.map(|kv| kv.key.clone()).collect();
+        let keys: Vec<KeyAhead> = newest
+            .map(|kv| KeyAhead {
+                key: kv.key.clone(),
+                rev: kv.create_revision,
+            })
+            .collect();
         if more && !keys.is_empty() {
             Ahead::Last(keys)
         } else {
@@ -195,6 +207,29 @@ impl Queue {
             Ahead::Unknown => !self.reread(held).await?.1.is_nobody(),
             known => !known.is_nobody(),
         })
+    }
+
+    /// One read of two single keys: does my key still exist, and does `ahead` (a key ahead of
+    /// it)? Returns the read's revision and whether `ahead` is there. Fails when my key is gone
+    /// ([`Error::NotHeld`], or the session's end). Cheaper than [`Queue::reread`], which ranges
+    /// over the whole queue.
+    pub(crate) async fn is_there(
+        &self,
+        held: &HeldKey,
+        ahead: &KeyAhead,
+    ) -> Result<(Revision, bool)> {
+        let txn = Txn::new().and_then([
+            TxnOp::Range(RangeRequest::key(held.key.to_vec()).with_keys_only()),
+            TxnOp::Range(RangeRequest::key(ahead.key.clone()).with_keys_only()),
+        ]);
+        let resp = held.session.backend().txn(txn).await?;
+        let mine = resp.range(0)?.kvs.first();
+        if !matches!(mine, Some(kv) if kv.create_revision == held.rev) {
+            return Err(held.gone_error().await);
+        }
+        let there =
+            matches!(resp.range(1)?.kvs.first(), Some(kv) if kv.create_revision == ahead.rev);
+        Ok((resp.header_revision, there))
     }
 
     /// One read: does my key still exist, and who is ahead of it now? Fails when the key is

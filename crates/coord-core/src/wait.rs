@@ -25,7 +25,7 @@
 use crate::error::Result;
 use crate::held::{retry_transient, HeldKey};
 use crate::kv::Revision;
-use crate::queue::{Ahead, Enqueued, Queue};
+use crate::queue::{Ahead, Enqueued, KeyAhead, Queue};
 use crate::watcher::{DeleteWatch, Watched};
 
 /// Waits until no key of the queue's `ahead_prefix` older than `held`'s is left. Returns the
@@ -52,8 +52,8 @@ pub(crate) async fn wait_turn(
     if let Ahead::All(keys) = &ahead {
         match keys.as_slice() {
             [] => return Ok((after, None)),
-            [key] => {
-                if let Some(turn) = wait_as_next(queue, held, key.clone()).await? {
+            [one] => {
+                if let Some(turn) = wait_as_next(queue, held, one.clone()).await? {
                     return Ok(turn);
                 }
                 // The prefix watch broke: read again and wait as any waiter.
@@ -71,11 +71,17 @@ pub(crate) async fn wait_turn(
         };
         let current = watch
             .as_mut()
-            .filter(|w| w.watched() == &Watched::Key(key.clone()));
+            .filter(|w| w.watched() == &Watched::Key(key.key.clone()));
         let Some(w) = current else {
-            watch = Some(open(held, Watched::Key(key)).await?);
-            // Registered after the last read: read again, so nothing falls between.
-            (after, ahead) = reread().await?;
+            watch = Some(open(held, Watched::Key(key.key.clone())).await?);
+            // Registered after the last read: is the key still there? (Two single keys, not
+            // the whole queue: it is there but for a waiter that gave up.)
+            let (at, there) = is_there(queue, held, &key).await?;
+            if !there {
+                (after, ahead) = reread().await?;
+            } else {
+                after = at;
+            }
             continue;
         };
         tracing::trace!(after, "waiting for the key just ahead");
@@ -87,20 +93,27 @@ pub(crate) async fn wait_turn(
     }
 }
 
-/// Waits on the name's prefix watch for `key`, the one key ahead: registers it, reads once
-/// (so nothing between the acquire and the registration is missed), then takes the turn with
-/// no read. `None` when the watch broke (the caller reads again).
+/// [`Queue::is_there`], retrying transient failures while the session lives.
+async fn is_there(queue: &Queue, held: &HeldKey, key: &KeyAhead) -> Result<(Revision, bool)> {
+    retry_transient(&held.session, || queue.is_there(held, key)).await
+}
+
+/// Waits on the name's prefix watch for `key`, the one key ahead: registers it, reads my key
+/// and that one (so nothing between the acquire and the registration is missed), then takes
+/// the turn with no read. `None` when the watch broke (the caller reads again).
 async fn wait_as_next(
     queue: &Queue,
     held: &HeldKey,
-    key: Vec<u8>,
+    key: KeyAhead,
 ) -> Result<Option<(Revision, Option<DeleteWatch>)>> {
     let session = &held.session;
     let mut watch = open(held, Watched::Prefix(queue.watch_prefix.clone())).await?;
-    let (after, ahead) = retry_transient(session, || queue.reread(held)).await?;
-    if ahead.is_nobody() {
+    let (after, there) = is_there(queue, held, &key).await?;
+    if !there {
+        // It was the only key ahead.
         return Ok(Some((after, Some(watch))));
     }
+    let key = key.key;
     tracing::trace!(after, "next in line");
     loop {
         let batch = tokio::select! {
