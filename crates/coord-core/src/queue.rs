@@ -33,6 +33,8 @@ pub(crate) struct Enqueued {
     pub revision: Revision,
     /// Who is ahead, as far as the transaction could tell.
     pub ahead: Ahead,
+    /// How many keys were ahead (all of them, also past the ones named in `ahead`).
+    pub position: usize,
 }
 
 /// A key ahead, with its create revision (the key may be written again later, behind).
@@ -160,6 +162,7 @@ impl Queue {
                 adopted: Some(existing),
                 revision: resp.header_revision,
                 ahead: Ahead::Unknown,
+                position: 0,
             });
         }
         held.rev = resp.header_revision;
@@ -169,10 +172,16 @@ impl Queue {
             .kvs
             .iter()
             .filter(|kv| kv.key != key && kv.create_revision < rev);
+        // Every key of the range was there before mine (counted before the limit).
+        let mine = usize::from(key.starts_with(&self.ahead_prefix));
+        let position = usize::try_from(newest.count)
+            .unwrap_or(0)
+            .saturating_sub(mine);
         Ok(Enqueued {
             adopted: None,
             revision: resp.header_revision,
             ahead: Ahead::from_newest(ahead, newest.more),
+            position,
         })
     }
 

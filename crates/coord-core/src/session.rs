@@ -67,6 +67,9 @@ struct SessionInner {
     /// [`Session::close`] or [`Session::detach`] was called.
     closed: AtomicBool,
     keep_alive: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// How long one handoff took lately, in microseconds (a moving average over this
+    /// session's waits): when to suspect a held-back watch event (see `wait.rs`).
+    handoff_us: std::sync::atomic::AtomicU64,
     watched: Arc<WatchedNames>,
     local: Arc<Local>,
     runtime: Handle,
@@ -147,6 +150,7 @@ impl SessionBuilder {
             end,
             closed: AtomicBool::new(false),
             keep_alive: std::sync::Mutex::new(None),
+            handoff_us: std::sync::atomic::AtomicU64::new(1_000),
             watched: Arc::default(),
             local: Arc::default(),
             runtime,
@@ -295,6 +299,23 @@ impl Session {
 
     pub(crate) fn runtime(&self) -> &Handle {
         &self.inner.runtime
+    }
+
+    /// How long one handoff took lately (see `wait.rs`).
+    pub(crate) fn handoff_time(&self) -> Duration {
+        Duration::from_micros(self.inner.handoff_us.load(Ordering::Relaxed))
+    }
+
+    /// Records a wait of `waited` for `handoffs` handoffs (a moving average, a quarter per
+    /// sample).
+    pub(crate) fn record_handoffs(&self, waited: Duration, handoffs: usize) {
+        if handoffs == 0 {
+            return;
+        }
+        let sample = (waited.as_micros() / handoffs as u128).min(u64::MAX as u128) as u64;
+        let old = self.inner.handoff_us.load(Ordering::Relaxed);
+        let new = old - old / 4 + sample / 4;
+        self.inner.handoff_us.store(new.max(1), Ordering::Relaxed);
     }
 
     /// The names this session watches now.
