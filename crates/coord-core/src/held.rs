@@ -349,7 +349,10 @@ where
     let mut backoff = Duration::from_millis(20);
     loop {
         match call().await {
-            Err(e) if e.is_retryable() && !session.is_lost() => {
+            // The session ended while the call failed (e.g. timed out while cut off): its end
+            // is the reason, not the call's failure.
+            Err(e) if e.is_retryable() && session.is_lost() => return Err(session.ended_error()),
+            Err(e) if e.is_retryable() => {
                 tracing::debug!(error = %e, "call failed; retrying");
                 tokio::select! {
                     _ = session.lost() => return Err(session.ended_error()),
