@@ -11,7 +11,8 @@
 #     and coord-bench with the release profile;
 #  4. runs, for BENCH_ROUNDS rounds, ours, the Go anchor and the etcd-client anchor ALTERNATELY
 #     (the order rotates each round) on that etcd, then go-latency, the mutex_contended sweep
-#     (2 and 32 sessions; 8 is in the main runs) for ours and Go, and coord-mem's scenarios;
+#     (BENCH_SWEEP: 2, 32, 64, 128 and 256 sessions; 8 is in the main runs) for ours and Go,
+#     and coord-mem's scenarios;
 #     each scenario runs as its own process, and the CPU time of etcd (/proc/<pid>/stat) and of
 #     the process (`times`) over it goes to cpu.tsv;
 #  4b. then, on one PostgreSQL, ours and the advisory-lock anchor alternately (scripts/bench-pg.sh);
@@ -33,6 +34,8 @@ iters=${BENCH_ITERS:-400}
 # so and one hiccup of the machine does not decide the ratio (ours and Go alike).
 uncontended_iters=${BENCH_UNCONTENDED_ITERS:-$((iters * 5))}
 workers=${BENCH_WORKERS:-8}
+# Contenders of the mutex_contended sweep, besides BENCH_WORKERS (in the main runs).
+sweep=${BENCH_SWEEP:-2 32 64 128 256}
 out=${BENCH_OUT:-bench-results/latest}
 shared=${SHARED_DIR:-../shared}
 shared=$(cd "$shared" && pwd)
@@ -176,10 +179,10 @@ for round in $(seq 1 "$rounds"); do
   measure "$round" go-latency all "$dir/go-latency.jsonl" \
     "$go_latency" -endpoints "$ep" -iters "$iters" -workers "$workers" -dump "$dir/lat/go" \
     -prefix "/go-latency/r$round"
-  # Scaling with contenders (8 is measured above), ours and Go alternately; at least 50
-  # acquisitions per session, so that connecting 32 sessions does not dominate.
-  for w in 2 32; do
-    n=$(( iters > 50 * w ? iters : 50 * w ))
+  # Scaling with contenders (8 is measured above), ours and Go alternately: at least
+  # BENCH_ITERS acquisitions in all and 10 per session (as issue 11 measured them).
+  for w in $sweep; do
+    n=$(( iters > 10 * w ? iters : 10 * w ))
     sweep_ours() {
       measure "$round" ours "mutex_contended_w$w" "$dir/ours.jsonl" \
         "$ours" --endpoints "$ep" --scenario contended --iters "$n" --workers "$w"
@@ -202,6 +205,8 @@ for round in $(seq 1 "$rounds"); do
     "$ours" --backend mem --scenario handoff,failover,floor,crash --iters "$iters"
   measure "$round" mem mem_calls_per_release_w1000 "$dir/mem.jsonl" \
     "$ours" --backend mem --scenario mem_calls_per_release_w1000
+  measure "$round" mem mem_calls_per_release_w10000 "$dir/mem.jsonl" \
+    "$ours" --backend mem --scenario mem_calls_per_release_w10000
   measure "$round" mem mem_memory_cycles "$dir/mem.jsonl" \
     "$ours" --backend mem --scenario mem_memory_cycles
 done

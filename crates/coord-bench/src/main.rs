@@ -45,9 +45,10 @@ enum RuntimeKind {
 /// prefix, so runs never meet. Scenarios: mutex_uncontended_lock_unlock, mutex_contended (as
 /// mutex_contended_w{W}), rwmutex_mixed (rwmutex_mixed_w{W}, one write in four), mutex_handoff,
 /// election_resign_handoff, election_crash_failover, watch_floor, on --backend mem also
-/// mem_calls_per_release_w1000, mem_memory_cycles, and on --backend postgres also
-/// pg_commit_rate (the server's single-writer commit rate) and pg_bounded (table sizes over
-/// --memory-cycles lock cycles). The Go anchor's short names (uncontended,
+/// mem_calls_per_release_w1000, mem_calls_per_release_w10000, mem_memory_cycles, and on
+/// --backend postgres also pg_commit_rate (the server's single-writer commit rate) and
+/// pg_bounded (table sizes over --memory-cycles lock cycles). The Go anchor's short names
+/// (uncontended,
 /// contended, rwlock, handoff, failover) work too.
 #[derive(Debug, Parser)]
 #[command(name = "coord-bench", version)]

@@ -308,6 +308,15 @@ fn verdict(p: Option<bool>) -> &'static str {
 
 const W: usize = 8;
 
+/// Contending sessions of the `mutex_contended_wN` sweep (issue 11).
+pub const SWEEP: [usize; 6] = [2, 8, 32, 64, 128, 256];
+
+/// Watch events every session received, per acquisition (one release each), from the calls
+/// `coord-bench` counts.
+fn events_per_release(r: &BenchResult) -> Option<f64> {
+    r.extra.get("calls")?.get("watch_events_per_op")?.as_f64()
+}
+
 /// Evaluates the targets of issue 5 (and coord-mem's of issue 2).
 pub fn targets(r: &Results) -> Vec<Target> {
     let mut out = Vec::new();
@@ -392,6 +401,86 @@ pub fn targets(r: &Results) -> Vec<Target> {
         ),
         pass: calls.zip(others).map(|(c, o)| c <= 2.0 && o == 0.0),
     });
+    // Issue 11: scaling with contenders.
+    let at8 = format!("mutex_contended_w{W}");
+    let flat: Vec<(usize, Vec<f64>)> = SWEEP
+        .iter()
+        .map(|&w| {
+            let s = format!("mutex_contended_w{w}");
+            (w, r.ratios(("ours", &s), ("ours", &at8), ops))
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let worst_flat = flat
+        .iter()
+        .filter_map(|(w, v)| median(v).map(|m| (*w, m)))
+        .fold(None, |a: Option<(usize, f64)>, x| match a {
+            Some(a) if a.1 <= x.1 => Some(a),
+            _ => Some(x),
+        });
+    out.push(Target {
+        what: "`mutex_contended_wN`, N = 2 … 256: ours at every N at least 0.6x ours at 8".into(),
+        measured: match worst_flat {
+            Some((w, m)) => format!("lowest: {} at N = {w}", num(Some(m))),
+            None => "–".into(),
+        },
+        pass: worst_flat.map(|(_, m)| m >= 0.6),
+    });
+    let vs_go: Vec<(usize, f64)> = SWEEP
+        .iter()
+        .filter_map(|&w| {
+            let s = format!("mutex_contended_w{w}");
+            median(&r.ratios(("ours", &s), ("go", &s), ops)).map(|m| (w, m))
+        })
+        .collect();
+    let worst_go = vs_go
+        .iter()
+        .copied()
+        .fold(None, |a: Option<(usize, f64)>, x| match a {
+            Some(a) if a.1 <= x.1 => Some(a),
+            _ => Some(x),
+        });
+    out.push(Target {
+        what: "`mutex_contended_wN`, N = 2 … 256: ours at least 2x Go at every N".into(),
+        measured: match worst_go {
+            Some((w, m)) => format!("lowest: {}x at N = {w}", num(Some(m))),
+            None => "–".into(),
+        },
+        pass: worst_go.map(|(_, m)| m >= 2.0),
+    });
+    let events: Vec<(usize, f64)> = SWEEP
+        .iter()
+        .filter_map(|&w| {
+            let s = format!("mutex_contended_w{w}");
+            let v = r.series("ours", &s, events_per_release);
+            v.into_iter().reduce(f64::max).map(|m| (w, m))
+        })
+        .collect();
+    let most = events.iter().map(|(_, e)| *e).reduce(f64::max);
+    out.push(Target {
+        what: "`mutex_contended_wN`: watch events per release at most 2 at every N".into(),
+        measured: match most {
+            Some(m) => format!("at most {} (over every N and round)", num(Some(m))),
+            None => "–".into(),
+        },
+        pass: most.map(|m| m <= 2.0),
+    });
+    let s = "mem_calls_per_release_w10000";
+    let calls = r.med("mem", s, |x| x.extra_f64("max_calls_in_one_release"));
+    let ev = r.med("mem", s, |x| x.extra_f64("max_watch_events_in_one_release"));
+    let lat = r.med("mem", s, p50);
+    out.push(Target {
+        what:
+            "coord-mem, 10,000 waiters on one mutex: at most 2 calls and 2 watch events per release"
+                .to_string(),
+        measured: format!(
+            "at most {} calls and {} events in one release; p50 {} ms unlock → next holder",
+            num(calls),
+            num(ev),
+            num(lat)
+        ),
+        pass: calls.zip(ev).map(|(c, e)| c <= 2.0 && e <= 2.0),
+    });
     let mratio = r.med("mem", "mem_memory_cycles", |x| x.extra_f64("ratio"));
     out.push(Target {
         what: "coord-mem live heap after 1,000,000 cycles < 2x after 10,000".to_string(),
@@ -401,9 +490,10 @@ pub fn targets(r: &Results) -> Vec<Target> {
     out
 }
 
-/// Renders `BENCHMARKS.md`. `plot` is the plot's path relative to the Markdown file; `notes`
-/// is hand-written analysis appended as it is.
-pub fn render(r: &Results, plot: Option<&str>, notes: &str) -> String {
+/// Renders `BENCHMARKS.md`. `plot` and `scaling` are the plots' paths relative to the Markdown
+/// file (latency CDFs, throughput against contenders); `notes` is hand-written analysis
+/// appended as it is.
+pub fn render(r: &Results, plot: Option<&str>, scaling: Option<&str>, notes: &str) -> String {
     let mut md = String::new();
     let rounds = r.rounds.len();
     let m = |k: &str| r.machine(k).unwrap_or("?").to_string();
@@ -625,7 +715,7 @@ pub fn render(r: &Results, plot: Option<&str>, notes: &str) -> String {
     };
     let _ = writeln!(
         md,
-        "| first lock + unlock of a session on a name | {} (an uncontended session opens no watch: the name's delete-only watch is opened on the session's first contention) |",
+        "| first lock + unlock of a session on a name | {} (an uncontended acquire opens no watch) |",
         show(ex("mutex_uncontended_lock_unlock", "first_lock_unlock_calls"))
     );
     let _ = writeln!(
@@ -640,7 +730,7 @@ pub fn render(r: &Results, plot: Option<&str>, notes: &str) -> String {
     );
     let _ = writeln!(
         md,
-        "| `mutex_handoff`: the waiter, from release to holding | {} calls, {} watch event (its acquire txn named every key ahead of it — up to 16 — so the last one's delete is the handoff; with a longer queue ahead: one read txn after its predecessor's delete) |",
+        "| `mutex_handoff`: the waiter, from release to holding | {} calls, {} watch event (one key ahead at its acquire: it waited on its name's prefix watch, so the delete is the handoff; further back: one read txn after the delete of the key just ahead) |",
         show(ex("mutex_handoff", "waiter_calls_per_handoff")),
         show(ex("mutex_handoff", "waiter_watch_events_per_handoff"))
     );
@@ -654,20 +744,32 @@ pub fn render(r: &Results, plot: Option<&str>, notes: &str) -> String {
         let get = |k: &str| c.as_ref().and_then(|c| c.get(k).cloned());
         let _ = writeln!(
             md,
-            "| `{s}`, per acquisition (lock + unlock, all sessions) | {} txn; {} watch events received (each of the {W} sessions sees each release); all: {} |",
+            "| `{s}`, per acquisition (lock + unlock, all sessions) | {} txn, {} watches opened; {} watch events received (a release reaches the waiter just behind it); all: {} |",
             show(get("txn_per_op")),
+            show(get("watches_opened_per_op")),
             show(get("watch_events_per_op")),
             show(get("total"))
         );
     }
-    let _ = writeln!(
-        md,
-        "| coord-mem, 1,000 waiters on one mutex, per release | {} calls: releaser {}, next waiter {}, the other 999 waiters {} |",
-        num(r.med("mem", "mem_calls_per_release_w1000", |x| x.extra_f64("calls_per_release"))),
-        num(r.med("mem", "mem_calls_per_release_w1000", |x| x.extra_f64("releaser_calls_per_release"))),
-        num(r.med("mem", "mem_calls_per_release_w1000", |x| x.extra_f64("next_waiter_calls_per_release"))),
-        num(r.med("mem", "mem_calls_per_release_w1000", |x| x.extra_f64("other_waiters_calls_per_release"))),
-    );
+    for (s, n) in [
+        ("mem_calls_per_release_w1000", "1,000"),
+        ("mem_calls_per_release_w10000", "10,000"),
+    ] {
+        if r.med("mem", s, |x| x.extra_f64("calls_per_release"))
+            .is_none()
+        {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| coord-mem, {n} waiters on one mutex, per release | {} calls: releaser {}, next waiter {}, the other waiters {}; {} watch events |",
+            num(r.med("mem", s, |x| x.extra_f64("calls_per_release"))),
+            num(r.med("mem", s, |x| x.extra_f64("releaser_calls_per_release"))),
+            num(r.med("mem", s, |x| x.extra_f64("next_waiter_calls_per_release"))),
+            num(r.med("mem", s, |x| x.extra_f64("other_waiters_calls_per_release"))),
+            num(r.med("mem", s, |x| x.extra_f64("watch_events_per_release"))),
+        );
+    }
     let _ = writeln!(md);
 
     // Handoff breakdown.
@@ -760,17 +862,32 @@ pub fn render(r: &Results, plot: Option<&str>, notes: &str) -> String {
     let _ = writeln!(md, "## Scaling with contenders (`mutex_contended_wN`)\n");
     let _ = writeln!(
         md,
-        "| sessions | ours ops/s | Go ops/s | ours / Go | ours p50 wait ms | Go p50 wait ms | ours p99 wait ms | Go p99 wait ms |"
+        "N sessions on one mutex, at least 10 acquisitions each, ours and Go alternately \
+         (issue 11). \"vs ours at 8\" is ours at N / ours at 8 within a round; \"events\" are \
+         the watch events all sessions received per release (median over rounds).\n"
     );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for w in [2, 8, 32] {
+    if let Some(plot) = scaling {
+        let _ = writeln!(md, "![ops/s against sessions]({plot})\n");
+    }
+    let _ = writeln!(
+        md,
+        "| sessions | ours ops/s | Go ops/s | ours / Go | ours vs ours at 8 | events per release (ours) | ours p50 wait ms | Go p50 wait ms | ours p99 wait ms | Go p99 wait ms |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let at8 = format!("mutex_contended_w{W}");
+    for w in SWEEP {
         let s = format!("mutex_contended_w{w}");
+        if r.med("ours", &s, ops).is_none() && r.med("go", &s, ops).is_none() {
+            continue;
+        }
         let _ = writeln!(
             md,
-            "| {w} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {w} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             num(r.med("ours", &s, ops)),
             num(r.med("go", &s, ops)),
             ratio(&r.ratios(("ours", &s), ("go", &s), ops)),
+            ratio(&r.ratios(("ours", &s), ("ours", &at8), ops)),
+            num(r.med("ours", &s, events_per_release)),
             num(r.med("ours", &s, p50)),
             num(r.med("go", &s, p50)),
             num(r.med("ours", &s, p99)),
@@ -803,9 +920,12 @@ pub fn render(r: &Results, plot: Option<&str>, notes: &str) -> String {
         });
     for s in &mem_results {
         let note = match s.as_str() {
-            "mem_calls_per_release_w1000" => format!(
-                "latency = unlock → next holder with 1,000 sessions watching; {} calls per release",
-                num(r.med("mem", s, |x| x.extra_f64("calls_per_release")))
+            "mem_calls_per_release_w1000" | "mem_calls_per_release_w10000" => format!(
+                "latency = unlock → next holder with {} sessions waiting; {} calls and {} watch \
+                 events per release",
+                num(r.med("mem", s, |x| x.extra_f64("waiters"))),
+                num(r.med("mem", s, |x| x.extra_f64("calls_per_release"))),
+                num(r.med("mem", s, |x| x.extra_f64("watch_events_per_release")))
             ),
             "mem_memory_cycles" => format!(
                 "live heap {} B after 10,000 cycles, {} B after {} cycles: ratio {}",
@@ -910,6 +1030,70 @@ pub fn plot(r: &Results, path: &Path) -> Result<bool, ReportError> {
             .border_style(BLACK)
             .draw()?;
     }
+    root.present()?;
+    Ok(true)
+}
+
+/// Draws throughput against contending sessions (`mutex_contended_wN`, medians over rounds),
+/// ours vs Go, log-log, as an SVG file. Returns whether there was anything to draw.
+pub fn plot_scaling(r: &Results, path: &Path) -> Result<bool, ReportError> {
+    let series = |imp: &str| -> Vec<(f64, f64)> {
+        SWEEP
+            .iter()
+            .filter_map(|&w| {
+                let s = format!("mutex_contended_w{w}");
+                r.med(imp, &s, ops).map(|v| (w as f64, v))
+            })
+            .collect()
+    };
+    let (ours, go) = (series("ours"), series("go"));
+    if ours.len() + go.len() < 2 {
+        return Ok(false);
+    }
+    let all = ours.iter().chain(go.iter());
+    let lo = all
+        .clone()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .max(1.0);
+    let hi = all.map(|p| p.1).fold(0.0f64, f64::max).max(lo * 10.0);
+    let y_lo = 10f64.powf(lo.log10().floor());
+    let y_hi = 10f64.powf(hi.log10().ceil());
+    let root = SVGBackend::new(path, (640, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "mutex_contended_wN: throughput vs sessions",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .margin_right(28)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1.5f64..350f64).log_scale(), (y_lo..y_hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("contending sessions (log scale)")
+        .y_desc("acquisitions / s (log scale)")
+        .draw()?;
+    for (points, color, label) in [(ours, BLUE, "coord (ours)"), (go, RED, "Go concurrency")] {
+        if points.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(true)
 }

@@ -60,6 +60,7 @@ pub const SCENARIOS: &[&str] = &[
     "watch_floor",
     "round_trips",
     "mem_calls_per_release_w1000",
+    "mem_calls_per_release_w10000",
     "mem_memory_cycles",
     "pg_commit_rate",
     "pg_bounded",
@@ -201,7 +202,8 @@ impl Bench {
             "election_crash_failover" => self.election_crash_failover().await,
             "watch_floor" => self.watch_floor().await,
             "round_trips" => self.round_trips().await,
-            "mem_calls_per_release_w1000" => self.calls_per_release().await,
+            "mem_calls_per_release_w1000" => self.calls_per_release(1_000).await,
+            "mem_calls_per_release_w10000" => self.calls_per_release(10_000).await,
             "mem_memory_cycles" => self.memory_cycles().await,
             "pg_commit_rate" => self.pg_commit_rate().await,
             "pg_bounded" => self.pg_bounded().await,
@@ -575,8 +577,8 @@ impl Bench {
     async fn round_trips(&self) -> BenchResultOr<BenchResult> {
         let name = "round_trips";
         let store = self.store().await?;
-        let (mut read, mut put, mut del, mut plain) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut read, mut put, mut del, mut plain, mut watch) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..self.iters {
             let key = format!("rtt/{}", i % 8);
             let t = Instant::now();
@@ -630,13 +632,22 @@ impl Bench {
             let t = Instant::now();
             store.delete(DeleteRequest::key(key.clone())).await?;
             plain.push(t.elapsed());
+            // A waiter's watch of one key, registered from now (returns once etcd confirmed
+            // it), then cancelled.
+            let t = Instant::now();
+            let w = store
+                .watch(WatchRequest::new(KeyRange::key(key.clone())).with_no_put())
+                .await?;
+            watch.push(t.elapsed());
+            drop(w);
         }
         Ok(
             BenchResult::new(name, read.len() as u64, 0.0, &read).with_extra(json!({
                 "read_txn_p50_ms": pct_ms(&read, 0.5),
                 "create_txn_p50_ms": pct_ms(&put, 0.5),
                 "delete_txn_p50_ms": pct_ms(&del, 0.5),
-            "plain_delete_p50_ms": pct_ms(&plain, 0.5),
+                "plain_delete_p50_ms": pct_ms(&plain, 0.5),
+                "watch_open_p50_ms": pct_ms(&watch, 0.5),
                 "read_txn_p99_ms": pct_ms(&read, 0.99),
                 "create_txn_p99_ms": pct_ms(&put, 0.99),
                 "delete_txn_p99_ms": pct_ms(&del, 0.99),
@@ -644,14 +655,14 @@ impl Bench {
         )
     }
 
-    /// 1,000 sessions wait on one mutex; per release, the calls made between the holder's
-    /// unlock and the next holder's acquisition, per session.
-    async fn calls_per_release(&self) -> BenchResultOr<BenchResult> {
-        let name = "mem_calls_per_release_w1000";
+    /// `waiters` sessions (1,000 or 10,000) wait on one mutex; per release, the calls made
+    /// and the watch events received between the holder's unlock and the next holder's
+    /// acquisition, per session.
+    async fn calls_per_release(&self, waiters: usize) -> BenchResultOr<BenchResult> {
+        let name = format!("mem_calls_per_release_w{waiters}");
         let Target::Mem(mem) = &self.target else {
-            return Err("mem_calls_per_release_w1000 runs on --backend mem only".into());
+            return Err(format!("{name} runs on --backend mem only").into());
         };
-        const WAITERS: usize = 1000;
         // A long TTL: no keep-alive falls into the measured windows.
         let ttl = 3600;
         let (acq_tx, mut acq_rx) = mpsc::unbounded_channel::<(usize, Instant)>();
@@ -660,7 +671,7 @@ impl Bench {
         let mut counters = Vec::new();
         let mut sessions = Vec::new();
         let raw = self.store().await?;
-        for idx in 0..=WAITERS {
+        for idx in 0..=waiters {
             let (session, store) = self.session(ttl).await?;
             let mutex = Mutex::new(&session, "queue")?;
             let (rel_tx, rel_rx) = oneshot::channel();
@@ -683,8 +694,8 @@ impl Bench {
             counters.push(store);
             sessions.push(session);
         }
-        // Wait until all 1,000 have written their keys and gone quiet (a waiter's first
-        // contention on a name also opens its watch and reads once): no call for 50 ms.
+        // Wait until all have written their keys and gone quiet (a waiter also opens its
+        // watches and reads once): no call for 50 ms.
         let mut last = u64::MAX;
         loop {
             let n = raw
@@ -692,18 +703,19 @@ impl Bench {
                 .await?
                 .count;
             let calls: u64 = counters.iter().map(|c| c.counts().calls()).sum();
-            if n == WAITERS as i64 + 1 && calls == last {
+            if n == waiters as i64 + 1 && calls == last {
                 break;
             }
             last = calls;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let releases = self.releases.min(WAITERS);
+        let releases = self.releases.min(waiters);
         let mut holder = 0usize;
         let mut per_release = Vec::new();
         let mut lat = Vec::new();
         let (mut releaser_calls, mut next_calls, mut others_calls, mut store_calls) =
             (0u64, 0u64, 0u64, 0u64);
+        let (mut events, mut max_events) = (0u64, 0u64);
         let mut max_total = 0u64;
         for _ in 0..releases {
             let before: Vec<CallCounts> = counters.iter().map(|c| c.counts()).collect();
@@ -726,6 +738,9 @@ impl Bench {
                 .map(|(c, b)| c.counts().since(b))
                 .collect();
             let total: u64 = deltas.iter().map(CallCounts::calls).sum();
+            let delivered: u64 = deltas.iter().map(|d| d.watch_events).sum();
+            events += delivered;
+            max_events = max_events.max(delivered);
             releaser_calls += deltas[holder].calls();
             next_calls += deltas[next].calls();
             others_calls += total - deltas[holder].calls() - deltas[next].calls();
@@ -740,12 +755,14 @@ impl Bench {
         let n = releases.max(1) as f64;
         Ok(
             BenchResult::new(name, releases as u64, 0.0, &lat).with_extra(json!({
-                "waiters": WAITERS,
+                "waiters": waiters,
                 "calls_per_release": per_release.iter().sum::<u64>() as f64 / n,
                 "max_calls_in_one_release": max_total,
                 "releaser_calls_per_release": releaser_calls as f64 / n,
                 "next_waiter_calls_per_release": next_calls as f64 / n,
                 "other_waiters_calls_per_release": others_calls as f64 / n,
+                "watch_events_per_release": events as f64 / n,
+                "max_watch_events_in_one_release": max_events,
                 "memstore_calls_per_release": store_calls as f64 / n,
                 "latency": "unlock -> next holder acquired",
             })),
@@ -856,6 +873,8 @@ fn per_op(calls: &CallCounts, ops: u64) -> Value {
     json!({
         "kv_calls_per_op": calls.kv_calls() as f64 / n,
         "txn_per_op": calls.txn as f64 / n,
+        "watches_opened_per_op": calls.watch as f64 / n,
+        // One release per acquisition: the events every session received, per release.
         "watch_events_per_op": calls.watch_events as f64 / n,
         "total": calls.to_string(),
     })

@@ -1,17 +1,22 @@
 //! Calls per operation, pinned so they cannot creep: on coord-mem and on a real etcd.
 //!
-//! - An uncontended lock is 1 txn, the first one too (the name's delete-only watch is opened
-//!   on a session's first contention, not before); an unlock is 1 txn.
-//! - A contended handoff: the releasing holder makes 1 call (its unlock txn), every waiter but
-//!   the next none, and the next waiter none either when it knew every key ahead of it (at most
-//!   16 when it queued: they can only go), else exactly 1 read txn. That holds when a waiter
-//!   ahead gives up in the middle of the queue too, and for a reader behind writers.
+//! - An uncontended lock is 1 txn, the first one too (no watch); an unlock is 1 txn.
+//! - Queueing: with one key ahead, a waiter opens its name's prefix watch and reads once;
+//!   further back, it watches the key just ahead of it, and reads once.
+//! - A contended handoff, whatever the length of the queue: the releasing holder makes 1 call
+//!   (its unlock txn) and receives no event; the next waiter receives the release and makes no
+//!   call when it waited on the prefix watch, else one read txn; every other waiter makes no
+//!   call and receives nothing. So a release is delivered as at most 2 (in fact 1) watch
+//!   events — pinned with 16, 20 and 64 waiters too.
+//! - A waiter that gives up in the middle of the queue costs only the waiter right behind it
+//!   (one read, one watch and one read to retarget); a reader behind writers waits as a writer
+//!   does.
 //! - An election handoff: the follower, second in line, makes no call between the leader's
 //!   resign and its win.
 //!
 //! Beside the counts: the queue stays FIFO and exclusive past 16 waiters, and a waiter whose own
-//! key is deleted while it waits fails with [`Error::SessionExpired`], also when the delete
-//! comes in one revision with the last key ahead of it.
+//! key is deleted while it waits fails with [`Error::NotHeld`], also when the delete comes in
+//! one revision with the last key ahead of it.
 //!
 //! Each session runs on its own `coord_core::Counting` backend, so calls are attributed to
 //! sessions. etcd comes from `ETCD_ENDPOINTS` or is started by `etcd-harness`; under `CI=true`
@@ -96,11 +101,40 @@ fn only_txn(c: &CallCounts, n: u64, what: &str) {
     );
 }
 
+/// Exactly `txn` txn and `watch` watches opened, and no other call.
+fn txn_and_watch(c: &CallCounts, (txn, watch): (u64, u64), what: &str) {
+    assert_eq!(
+        (c.txn, c.watch, c.calls()),
+        (txn, watch, txn + watch),
+        "{what}: expected exactly {txn} txn and {watch} watch, got {c}"
+    );
+}
+
+/// `txn` txn (and one lease grant) and one watch, plus at most [`CHECKS`] reads: a waiter
+/// whose young watch (under 150 ms) might hold an event back checks by reading while its wait
+/// runs longer than expected (see coord-core's `wait.rs`).
+fn queued_with_checks(c: &CallCounts, txn: u64, what: &str) {
+    let checks = c.txn.saturating_sub(txn);
+    assert!(
+        c.txn >= txn && checks <= CHECKS && c.watch == 1 && c.calls() == c.txn + c.watch + 1,
+        "{what}: expected {txn} txn, one watch, a lease grant and at most {CHECKS} checks; got {c}"
+    );
+}
+
+/// The most checks a young watch costs: at 2, 6, 14, 30, 62 and 126 ms (doubling, while the
+/// watch is under 150 ms old), and one more for timer slack.
+const CHECKS: u64 = 7;
+
+/// What a waiter further back does when the key just ahead of it goes: it reads once.
+const READS: (u64, u64) = (1, 0);
+/// Nothing.
+const NOTHING: (u64, u64) = (0, 0);
+
 async fn uncontended(env: &Env) {
     let (session, store) = env.session().await;
     let mutex = Mutex::new(&session, "calls-uncontended").unwrap();
 
-    // An uncontended acquire opens no watch: the name's watch is opened on first contention.
+    // An uncontended acquire opens no watch, the first one of a session either.
     let c0 = store.counts();
     let guard = mutex.lock().await.unwrap();
     only_txn(&store.counts().since(&c0), 1, "first lock");
@@ -261,23 +295,35 @@ async fn queue_up(
 }
 
 /// Releases `all[h]` and checks the handoff to `all[h + 1]`: the holder makes its unlock txn,
-/// the next waiter `next_reads` read txns, everyone else nothing.
-async fn handoff(all: &mut [Contender], h: usize, next_reads: u64) {
+/// the next waiter `next` calls (txn, watch), everyone else nothing; and all sessions together
+/// receive at most 2 watch events. `settle` is how long any stray call or event is given to
+/// happen.
+async fn handoff(all: &mut [Contender], h: usize, next: (u64, u64), settle: Duration) {
     let before: Vec<CallCounts> = all.iter().map(|c| c.store.counts()).collect();
     all[h].release().await.expect("unlock");
     all[h + 1].wait_acquired().await;
     // Give any stray call by the other waiters time to happen (none may).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(settle).await;
     let spent: Vec<CallCounts> = all.iter().zip(&before).map(|(c, b)| c.since(b)).collect();
     only_txn(&spent[h], 1, &format!("handoff {h}: the releasing holder"));
-    only_txn(
+    txn_and_watch(
         &spent[h + 1],
-        next_reads,
+        next,
         &format!("handoff {h}: the next waiter"),
     );
     for (i, s) in spent.iter().enumerate().skip(h + 2) {
         assert_eq!(s.calls(), 0, "handoff {h}: waiter {i} made calls: {s}");
+        assert_eq!(
+            s.watch_events, 0,
+            "handoff {h}: waiter {i} received events: {s}"
+        );
     }
+    let events: u64 = spent.iter().map(|s| s.watch_events).sum();
+    assert!(
+        events <= 2,
+        "handoff {h}: {events} watch events for one release (at most 2): {:?}",
+        spent.iter().map(|s| s.watch_events).collect::<Vec<_>>()
+    );
 }
 
 async fn close_all(all: &[Contender]) {
@@ -295,18 +341,16 @@ async fn contended_handoff(env: &Env) {
     let mut all = vec![holder];
     // Three waiters, queued one after the other (FIFO by create revision).
     all.extend(queue_up(env, &log, &key_prefix, 1..4, mutex(NAME)).await);
-    // Queued, then quiet: a waiter's first contention opens the name's watch and reads once.
+    // Queued, then quiet: with one key ahead, a waiter opens its prefix watch and reads once;
+    // further back, it watches the key just ahead, and reads once (plus the checks of a young
+    // watch while its wait runs long).
     for (i, c) in all.iter().enumerate().skip(1) {
         let queued = c.quiet().await;
-        assert_eq!(
-            (queued.txn, queued.watch, queued.calls()),
-            (2, 1, 4),
-            "waiter {i} queueing: lease grant, enqueue txn, watch, one read; got {queued}"
-        );
+        queued_with_checks(&queued, 2, &format!("waiter {i} queueing"));
     }
-    // Each waiter knew every key ahead of it: no handoff costs the next one a call.
-    handoff(&mut all, 0, 0).await;
-    handoff(&mut all, 1, 0).await;
+    // Waiter 1 waited on the prefix watch: no call; waiter 2 further back: one read.
+    handoff(&mut all, 0, NOTHING, SETTLE).await;
+    handoff(&mut all, 1, READS, SETTLE).await;
     for c in &mut all[2..] {
         c.wait_acquired().await;
         c.release().await.expect("unlock");
@@ -315,27 +359,31 @@ async fn contended_handoff(env: &Env) {
     close_all(&all).await;
 }
 
-/// More waiters than one read returns (16): the first 16 know everyone ahead, the later ones
-/// wait for the key just ahead and read once; the lock still goes to one at a time, in order.
-async fn long_queue(env: &Env) {
-    const NAME: &str = "calls-long";
-    const WAITERS: usize = 20;
+/// How long a handoff gives stray calls and events to happen.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// `waiters` queued behind a holder (more than one read returns when over 16): every release
+/// costs the releaser its unlock and the next waiter one read (none for the first, which
+/// waited on the prefix watch), nobody else anything, and is delivered as at most 2 watch
+/// events; the lock goes to one at a time, in order.
+async fn long_queue(env: &Env, name: &'static str, waiters: usize, settle: Duration) {
     let log = Log::default();
-    let mut holder = Contender::start(env, 0, &log, &mutex(NAME)).await;
+    let mut holder = Contender::start(env, 0, &log, &mutex(name)).await;
     holder.wait_acquired().await;
     let mut all = vec![holder];
-    all.extend(queue_up(env, &log, "calls-long/", 1..WAITERS + 1, mutex(NAME)).await);
-    for h in 0..WAITERS {
-        // Waiter h + 1 had h + 1 keys ahead of it when it queued.
-        handoff(&mut all, h, u64::from(h + 1 > 16)).await;
+    let key_prefix = format!("{name}/");
+    all.extend(queue_up(env, &log, &key_prefix, 1..waiters + 1, mutex(name)).await);
+    for h in 0..waiters {
+        handoff(&mut all, h, if h == 0 { NOTHING } else { READS }, settle).await;
     }
-    all[WAITERS].release().await.expect("unlock");
-    assert_eq!(*log.lock().unwrap(), in_turn(WAITERS + 1));
+    all[waiters].release().await.expect("unlock");
+    assert_eq!(*log.lock().unwrap(), in_turn(waiters + 1));
     close_all(&all).await;
 }
 
-/// A waiter in the middle of the queue gives up: the waiters behind it make no call (not even
-/// when its key goes), and still get the lock in order.
+/// A waiter in the middle of the queue gives up: only the waiter right behind it (which watched
+/// its key) notices, reads, watches the key now ahead of it and reads again; the lock still
+/// goes to the others in order.
 async fn middle_cancelled(env: &Env) {
     const NAME: &str = "calls-cancel";
     let log = Log::default();
@@ -344,16 +392,25 @@ async fn middle_cancelled(env: &Env) {
     let mut all = vec![holder];
     all.extend(queue_up(env, &log, "calls-cancel/", 1..4, mutex(NAME)).await);
     let before: Vec<CallCounts> = all.iter().map(|c| c.store.counts()).collect();
-    // Waiter 1 is ahead of 2 and in the middle of what 3 waits for (0, 1, 2).
+    // Waiter 1 is just ahead of 2 (which watches it) and two ahead of 3 (which watches 2).
     let gone = all.remove(1);
     gone.task.abort();
     env.wait_keys("calls-cancel/", 3).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for (c, b) in all.iter().zip(before.iter().skip(1)).skip(1) {
-        only_txn(&c.since(b), 0, "a waiter behind the one that gave up");
-    }
-    handoff(&mut all, 0, 0).await;
-    handoff(&mut all, 1, 0).await;
+    tokio::time::sleep(SETTLE).await;
+    let c = all[1].since(&before[2]);
+    let checks = c.txn.saturating_sub(2);
+    assert!(
+        c.txn >= 2 && checks <= CHECKS && c.watch == 1 && c.calls() == c.txn + 1,
+        "the waiter just behind the one that gave up: a read, a watch, a read, and at most \
+         {CHECKS} checks; got {c}"
+    );
+    txn_and_watch(
+        &all[2].since(&before[3]),
+        NOTHING,
+        "the waiter two behind the one that gave up",
+    );
+    handoff(&mut all, 0, READS, SETTLE).await;
+    handoff(&mut all, 1, READS, SETTLE).await;
     all[2].release().await.expect("unlock");
     assert_eq!(*log.lock().unwrap(), ["+0", "-0", "+2", "-2", "+3", "-3"]);
     close_all(&all).await;
@@ -370,55 +427,71 @@ async fn reader_behind_writers(env: &Env) {
     let mut all = vec![holder];
     all.extend(queue_up(env, &log, "calls-rw/", 1..2, rwlock(NAME, true)).await);
     all.extend(queue_up(env, &log, "calls-rw/", 2..3, rwlock(NAME, false)).await);
-    handoff(&mut all, 0, 0).await;
-    handoff(&mut all, 1, 0).await;
+    // Writer 1 waited on the prefix watch; the reader watched writer 1 and reads once.
+    handoff(&mut all, 0, NOTHING, SETTLE).await;
+    handoff(&mut all, 1, READS, SETTLE).await;
     all[2].release().await.expect("unlock");
     assert_eq!(*log.lock().unwrap(), in_turn(3));
     close_all(&all).await;
 }
 
-/// A waiter's own key is deleted behind its back while it waits for several keys: its `lock()`
-/// fails with [`Error::NotHeld`] (its lease lives), never with a guard. First while keys are still ahead
-/// of it, then in one transaction with the last key ahead of it.
+/// A waiter's own key is deleted behind its back while it waits: its `lock()` fails with
+/// [`Error::NotHeld`] (its lease lives), never with a guard. With one key ahead (waiting on the
+/// prefix watch) at once, also when its key goes in one transaction with the key ahead;
+/// further back when the key just ahead of it goes (it reads then).
 async fn own_key_deleted(env: &Env) {
     const NAME: &str = "calls-own";
     let observer = env.observer().await;
     let key = |c: &Contender| Mutex::new(&c.session, NAME).unwrap().key().to_vec();
-    let expired = |r: &coord_core::Result<()>| matches!(r, Err(Error::NotHeld { .. }));
+    let not_held = |r: &coord_core::Result<()>| matches!(r, Err(Error::NotHeld { .. }));
     let log = Log::default();
     let mut holder = Contender::start(env, 0, &log, &mutex(NAME)).await;
     holder.wait_acquired().await;
     let mut all = vec![holder];
-    all.extend(queue_up(env, &log, "calls-own/", 1..4, mutex(NAME)).await);
+    all.extend(queue_up(env, &log, "calls-own/", 1..5, mutex(NAME)).await);
 
-    // Waiter 2 waits for 0 and 1; its key goes first.
+    // Waiter 1 (one key ahead): its key goes, it fails at once.
     observer
-        .delete(DeleteRequest::key(key(&all[2])))
+        .delete(DeleteRequest::key(key(&all[1])))
         .await
         .unwrap();
-    let r = all[2].outcome().await;
-    assert!(expired(&r), "waiter 2, own key deleted: {r:?}");
+    let r = all[1].outcome().await;
+    assert!(not_held(&r), "waiter 1, own key deleted: {r:?}");
 
-    // Waiter 3 waits for 0, 1 (and 2, gone); 0 unlocks, then 1 and 3 go in one revision.
+    // Waiter 3 (further back): its key goes; it fails once waiter 2, just ahead, goes.
+    observer
+        .delete(DeleteRequest::key(key(&all[3])))
+        .await
+        .unwrap();
     all[0].release().await.expect("unlock");
-    all[1].wait_acquired().await;
+    all[2].wait_acquired().await;
+    all[2].release().await.expect("unlock");
+    let r = all[3].outcome().await;
+    assert!(not_held(&r), "waiter 3, own key deleted: {r:?}");
+    all[4].wait_acquired().await;
+
+    // A waiter with one key ahead whose key goes in one transaction with that key.
+    let mut last = Contender::start(env, 5, &log, &mutex(NAME)).await;
+    env.wait_keys("calls-own/", 2).await;
+    last.quiet().await;
     let both = Txn::new().and_then([
-        TxnOp::Delete(DeleteRequest::key(key(&all[1]))),
-        TxnOp::Delete(DeleteRequest::key(key(&all[3]))),
+        TxnOp::Delete(DeleteRequest::key(key(&all[4]))),
+        TxnOp::Delete(DeleteRequest::key(key(&last))),
     ]);
     observer.txn(both).await.unwrap();
-    let r = all[3].outcome().await;
+    let r = last.outcome().await;
     assert!(
-        expired(&r),
-        "waiter 3, own key deleted with the last one ahead: {r:?}"
+        not_held(&r),
+        "waiter 5, own key deleted with the key ahead: {r:?}"
     );
-    let r = all[1].release().await;
+    let r = all[4].release().await;
     assert!(
         matches!(r, Err(Error::NotHeld { .. })),
-        "holder 1, key deleted: {r:?}"
+        "holder 4, key deleted: {r:?}"
     );
-    assert_eq!(*log.lock().unwrap(), ["+0", "-0", "+1", "-1"]);
+    assert_eq!(*log.lock().unwrap(), ["+0", "-0", "+2", "-2", "+4", "-4"]);
     close_all(&all).await;
+    last.session.close().await.unwrap();
 }
 
 async fn election_handoff(env: &Env) {
@@ -432,7 +505,7 @@ async fn election_handoff(env: &Env) {
     let e2 = Election::new(&s2, "calls-election").unwrap();
     let follower = tokio::spawn(async move { e2.campaign("b").await });
     env.wait_keys("calls-election/", 2).await;
-    // Quiet: the follower's first contention opens the watch and reads once.
+    // Quiet: the follower (one key ahead) opens its prefix watch and reads once.
     let mut last = c2.counts().calls();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -461,7 +534,9 @@ async fn election_handoff(env: &Env) {
 async fn all(env: Env) {
     uncontended(&env).await;
     contended_handoff(&env).await;
-    long_queue(&env).await;
+    long_queue(&env, "calls-long", 20, SETTLE).await;
+    long_queue(&env, "calls-w16", 16, Duration::from_millis(30)).await;
+    long_queue(&env, "calls-w64", 64, Duration::from_millis(30)).await;
     middle_cancelled(&env).await;
     reader_behind_writers(&env).await;
     own_key_deleted(&env).await;

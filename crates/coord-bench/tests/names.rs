@@ -1,5 +1,6 @@
 //! A session that locks 10,000 distinct contended names in turn keeps resources for the names
-//! in use only: open watches (its own count and the store's) and heap bytes stay flat.
+//! in use only: open watches (its own count and the store's) and heap bytes stay flat. A watch
+//! is cancelled as soon as its wait or hold ends: nothing lingers.
 //!
 //! The heap is counted by `coord_bench::alloc::CountingAlloc`, installed for this test binary.
 
@@ -13,7 +14,6 @@ use coord_mem::MemStore;
 static ALLOC: CountingAlloc = CountingAlloc;
 
 const NAMES: usize = 10_000;
-const LINGER: Duration = Duration::from_millis(100);
 
 /// Locks `range` names with a worker that waits for `holder` each time; returns the most names
 /// the worker watched at once.
@@ -48,8 +48,8 @@ async fn lock_in_turn(
         // A job's work takes time (on the paused clock: none of the test's).
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Past the linger of the last names.
-    tokio::time::sleep(LINGER * 3).await;
+    // Background tasks (releases) settle.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     most
 }
 
@@ -58,12 +58,7 @@ async fn ten_thousand_names_in_turn_leave_nothing_behind() {
     // Little history, so that the store's own memory is bounded too.
     let store = MemStore::builder().history_limit(64).build();
     let holder = Session::new(store.clone(), 60).await.unwrap();
-    let worker = Session::builder(store.clone())
-        .with_ttl(60)
-        .with_watch_linger(LINGER)
-        .build()
-        .await
-        .unwrap();
+    let worker = Session::new(store.clone(), 60).await.unwrap();
 
     lock_in_turn(&store, &holder, &worker, 0..1_000).await;
     let warm = live_bytes().expect("the counting allocator is installed");
@@ -73,7 +68,7 @@ async fn ten_thousand_names_in_turn_leave_nothing_behind() {
     assert_eq!(
         worker.watched_names(),
         0,
-        "the worker's watches after the linger"
+        "the worker's watches once it holds nothing"
     );
     assert!(
         store.watch_count() <= 2,
@@ -83,12 +78,12 @@ async fn ten_thousand_names_in_turn_leave_nothing_behind() {
     let growth = end as i64 - warm as i64;
     eprintln!(
         "{NAMES} contended names in turn: heap {warm} bytes after 1,000, {end} after {NAMES} \
-         ({growth:+} bytes); at most {most} names watched at once (linger {LINGER:?}); watches \
+         ({growth:+} bytes); at most {most} names watched at once; watches \
          open at the end: session {}, store {}",
         worker.watched_names(),
         store.watch_count()
     );
-    assert!(most <= 64, "{most} names watched at once");
+    assert!(most <= 1, "{most} names watched at once");
     assert!(
         growth < 64 * 1024,
         "the heap grew by {growth} bytes over 9,000 more names"

@@ -304,8 +304,8 @@ async fn waiter_cut_off_gets_session_expired_never_the_lock() {
 
     let holder = Session::new(admin.clone(), 30).await.unwrap();
     let guard = Mutex::new(&holder, &name).unwrap().lock().await.unwrap();
-    // Counted, to see when the waiter is really queued: it opens the name's watch on its
-    // first contention, a call it makes only once its acquire transaction has answered. (Its
+    // Counted, to see when the waiter is really queued: it opens a watch to wait with, a call
+    // it makes only once its acquire transaction has answered. (Its
     // key in etcd is not enough: that answer can still be on its way when the cut comes, and
     // then lock() fails with that transaction's timeout instead of waiting.)
     let counting = Counting::new(client);

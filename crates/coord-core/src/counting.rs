@@ -13,7 +13,7 @@
 //!     // Clones share the counters: the session gets one, we read the other.
 //!     let session = Session::new(counting.clone(), 10).await?;
 //!     let mutex = Mutex::new(&session, "jobs")?;
-//!     mutex.lock().await?.unlock().await?; // the first lock also registers the name's watch
+//!     mutex.lock().await?.unlock().await?;
 //!     let before = counting.counts();
 //!     mutex.lock().await?.unlock().await?;
 //!     let spent = counting.counts().since(&before);

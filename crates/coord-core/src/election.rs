@@ -13,6 +13,7 @@ use crate::observe::LeaderStream;
 use crate::queue::Queue;
 use crate::session::Session;
 use crate::txn::{Compare, CompareOp, Txn, TxnOp};
+use crate::wait::wait_turn;
 
 /// A named election: at most one leader at a time among the sessions campaigning on it.
 ///
@@ -66,7 +67,7 @@ impl Election {
         self.queue
             .check_size(&self.session, &self.key, &value, "leadership")?;
         let turn = self.session.turn(&self.key, true).await?;
-        let (held, notices, enqueued) = self
+        let (held, enqueued) = self
             .queue
             .join(
                 &self.session,
@@ -78,7 +79,10 @@ impl Election {
             )
             .await?;
         let adopted_stale = matches!(&enqueued.adopted, Some(kv) if kv.value != value);
-        let revision = self.queue.wait_turn(&held, notices, enqueued).await?;
+        let (revision, watch) = wait_turn(&self.queue, &held, enqueued).await?;
+        if let Some(watch) = watch {
+            held.keep_watching(watch);
+        }
         let leadership = Leadership { held, revision };
         if adopted_stale {
             leadership.proclaim(value).await?;

@@ -101,8 +101,8 @@ impl LockGuard {
     /// "still held"; only an error that retrying cannot fix (e.g. [`Error::PermissionDenied`]
     /// on the watch) is returned instead.
     ///
-    /// The first call of a guard that got the lock without waiting registers with the name's
-    /// watch and reads the key once; a guard that waited already has it. Every later call only
+    /// The first call watches the key and reads it once, except for a guard that waited with
+    /// one key ahead (it keeps the watch it waited on). Every later call only
     /// waits, so it is cheap in a `select!` loop.
     ///
     /// # Cancel safety

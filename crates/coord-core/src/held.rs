@@ -1,18 +1,18 @@
 //! A contender's key, from its write to its release, and how its loss is detected.
 //!
 //! A key is lost when the session ends or when anyone but its own release deletes it (an
-//! operator's `etcdctl del`, a revoke). The session's watch on the name reports the delete; a
-//! holder that waited was already subscribed before its key was written, so it knows of every
-//! delete since, and one that never waited registers on its first [`HeldKey::lost`] and reads
-//! its key once. After that, `lost()` only waits: it is cheap in a `select!` loop.
+//! operator's `etcdctl del`, a revoke). A watch reports the delete: a holder that waited on its
+//! name's prefix watch keeps it (registered before its key was last seen), any other opens a
+//! watch of its key on its first [`HeldKey::lost`] and reads the key once. After that, `lost()` only waits: it is cheap in a `select!` loop. The watch is
+//! dropped before the release's delete is sent, so a holder is not told of its own release.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sync_wrapper::SyncWrapper;
-use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -20,7 +20,7 @@ use crate::kv::{DeleteRequest, RangeRequest, Revision};
 use crate::local::LocalHold;
 use crate::session::Session;
 use crate::txn::{Compare, CompareOp, Txn, TxnOp, TxnResponse};
-use crate::watcher::{Holding, Notice, WatchUse};
+use crate::watcher::{DeleteWatch, Watched};
 
 /// A key written for a contender, deleted again unless it is handed over to a guard.
 ///
@@ -36,23 +36,27 @@ pub(crate) struct HeldKey {
     pub what: &'static str,
     /// This session's in-process turn or claim on the name, kept until the key is gone.
     local: Option<LocalHold>,
-    /// The prefix the session watches for this key's name.
+    /// The key's name prefix (`name/`).
     watch_prefix: Vec<u8>,
     /// The transaction writing the key, while its answer is awaited (see `write_txn`). In a
     /// `SyncWrapper`, only ever reached through `&mut`, so that `&HeldKey` can cross awaits.
     in_flight: SyncWrapper<Option<BoxFuture<'static, Result<TxnResponse>>>>,
-    /// Cancelled when the name's watch (or a read) finds the key deleted.
+    /// Cancelled when the key's watch (or a read) finds the key deleted.
     gone: CancellationToken,
-    /// The name's watch, kept while the key is held, once loss detection is set up.
+    /// Loss detection, once set up: kept while the key is held.
     watching: OnceCell<Watching>,
     /// Whether dropping this deletes the key: once its write was sent, until it is released.
     release_on_drop: bool,
 }
 
-/// Loss detection in place: a use of the name's watch and this key's registration with it.
-struct Watching {
-    _usage: WatchUse,
-    _holding: Holding,
+/// Loss detection in place: the task that drains the key's watch (aborted, and the watch
+/// cancelled, when this is dropped).
+struct Watching(JoinHandle<()>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for HeldKey {
@@ -94,6 +98,11 @@ impl HeldKey {
         self
     }
 
+    /// The key's name prefix (`name/`), under which its watches are counted.
+    pub(crate) fn name(&self) -> &[u8] {
+        &self.watch_prefix
+    }
+
     /// Runs the transaction that writes this key, kept in `self` while it is awaited. A store
     /// may still apply a write whose caller gave up, and a cleanup delete sent meanwhile could
     /// be applied *before* it and leave the key behind until the lease expires, holding up
@@ -122,6 +131,8 @@ impl HeldKey {
     /// keys are gone, or (detached) belong to whoever took the lease over.
     pub(crate) async fn release(mut self) -> Result<()> {
         self.release_on_drop = false;
+        // Not told of its own delete.
+        drop(self.watching.take());
         self.session.check_usable()?;
         match delete_if_current(&self.session, &self.key, self.rev).await {
             Ok(true) => Ok(()),
@@ -138,8 +149,8 @@ impl HeldKey {
     /// this holder's own release. Returns the error that describes it; or, when loss cannot be
     /// watched at all, the error that prevents it (e.g. [`Error::PermissionDenied`]).
     /// Transient failures (store unreachable, restarting) are retried, never taken as "still
-    /// held": the first call registers with the name's watch and confirms the key once; later
-    /// calls only wait.
+    /// held": the first call (unless the holder kept its prefix watch) watches the key and
+    /// confirms it once; later calls only wait.
     pub(crate) async fn lost(&self) -> Error {
         let watching = tokio::select! {
             w = self.watching.get_or_try_init(|| self.watch_for_loss()) => w,
@@ -156,40 +167,33 @@ impl HeldKey {
 
     async fn watch_for_loss(&self) -> Result<Watching> {
         let session = &self.session;
-        let usage = retry_transient(session, || session.watches().open(&self.watch_prefix)).await?;
-        let holding = usage.hold(self.key.clone(), self.rev, self.gone.clone());
+        let watch = retry_transient(session, || {
+            DeleteWatch::open(session, &self.watch_prefix, Watched::Key(self.key.to_vec()))
+        })
+        .await?;
         // The key was written before the watch was registered: confirm it is still there.
         if !retry_transient(session, || key_exists(session, &self.key, self.rev)).await? {
             self.gone.cancel();
         }
-        Ok(Watching {
-            _usage: usage,
-            _holding: holding,
-        })
+        Ok(self.drain(watch))
     }
 
-    /// Keeps the watch a waiter used (subscribed before its key was written) to detect the
-    /// key's loss, with no read: every delete since is in `notices` or reported from now on.
-    /// When notices were missed, `lost()` sets detection up itself later.
-    pub(crate) fn keep_watching(&self, usage: WatchUse, notices: &mut broadcast::Receiver<Notice>) {
-        let holding = usage.hold(self.key.clone(), self.rev, self.gone.clone());
-        // Registered first, then the backlog: a delete broadcast before the registration is
-        // in the backlog (the watch broadcasts before it tells holders).
-        loop {
-            match notices.try_recv() {
-                Ok(Notice::Deleted { keys, revision }) => {
-                    if revision > self.rev && keys.iter().any(|k| **k == *self.key) {
-                        self.gone.cancel();
-                    }
-                }
-                Ok(Notice::Resync) | Err(TryRecvError::Lagged(_)) => return,
-                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
-            }
-        }
-        let _ = self.watching.set(Watching {
-            _usage: usage,
-            _holding: holding,
-        });
+    /// Keeps the prefix watch a waiter waited on to detect the key's loss with no further call:
+    /// it was registered before the key was last seen, and reports every later delete.
+    pub(crate) fn keep_watching(&self, watch: DeleteWatch) {
+        let _ = self.watching.set(self.drain(watch));
+    }
+
+    fn drain(&self, watch: DeleteWatch) -> Watching {
+        let task = watch_loss(
+            self.session.clone(),
+            self.key.clone(),
+            self.watch_prefix.clone(),
+            self.rev,
+            watch,
+            self.gone.clone(),
+        );
+        Watching(self.session.runtime().spawn(task))
     }
 
     /// Why the key is gone: the session's lease ended (asking the store, since the keep-alive
@@ -216,6 +220,7 @@ impl HeldKey {
 
 impl Drop for HeldKey {
     fn drop(&mut self) {
+        drop(self.watching.take());
         if !self.release_on_drop {
             return;
         }
@@ -268,6 +273,62 @@ async fn delete_if_current(session: &Session, key: &[u8], rev: Revision) -> Resu
     Ok(resp.succeeded)
 }
 
+/// Drains a delete watch that covers `key` until the key (created at `rev`) is deleted, then
+/// cancels `gone`; ends with the session. When the watch breaks, watches the key alone from now
+/// and reads it once, so no delete is missed.
+async fn watch_loss(
+    session: Session,
+    key: Arc<[u8]>,
+    name: Vec<u8>,
+    rev: Revision,
+    mut watch: DeleteWatch,
+    gone: CancellationToken,
+) {
+    loop {
+        let batch = tokio::select! {
+            _ = session.lost() => return,
+            batch = watch.next() => batch,
+        };
+        match batch {
+            Ok((revision, keys)) => {
+                if revision > rev && keys.iter().any(|k| **k == *key) {
+                    gone.cancel();
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "loss watch broke; reopening");
+                loop {
+                    let reopened = async {
+                        let w = retry_transient(&session, || {
+                            DeleteWatch::open(&session, &name, Watched::Key(key.to_vec()))
+                        })
+                        .await?;
+                        let exists =
+                            retry_transient(&session, || key_exists(&session, &key, rev)).await?;
+                        Ok::<_, Error>((w, exists))
+                    };
+                    match reopened.await {
+                        Ok((w, true)) => {
+                            watch = w;
+                            break;
+                        }
+                        Ok((_, false)) => {
+                            gone.cancel();
+                            return;
+                        }
+                        Err(_) if session.is_lost() => return,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "loss watch reopen failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn key_exists(session: &Session, key: &[u8], rev: Revision) -> Result<bool> {
     let resp = session
         .backend()
@@ -288,7 +349,10 @@ where
     let mut backoff = Duration::from_millis(20);
     loop {
         match call().await {
-            Err(e) if e.is_retryable() && !session.is_lost() => {
+            // The session ended while the call failed (e.g. timed out while cut off): its end
+            // is the reason, not the call's failure.
+            Err(e) if e.is_retryable() && session.is_lost() => return Err(session.ended_error()),
+            Err(e) if e.is_retryable() => {
                 tracing::debug!(error = %e, "call failed; retrying");
                 tokio::select! {
                     _ = session.lost() => return Err(session.ended_error()),

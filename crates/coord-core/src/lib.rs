@@ -8,18 +8,25 @@
 //! # How waiting works
 //!
 //! Each contender writes one key on its [`Session`]'s lease and learns, in the same
-//! transaction, the keys ahead of it: all of them when there are at most 16, else the one just
-//! ahead. It then waits for their deletes, delivered by one delete-only watch per name that the
-//! session registers on its first contended acquire of that name and keeps while it has a
-//! waiter or a holder there (then, after a short linger, closes): later acquires subscribe to it
-//! before their transaction, so no release is missed, and no waiter is ever left on a watch the
-//! store must catch up on. Keys created later are behind it, so once every key it knew of is
-//! deleted, the lock is its own without a further call; in a longer queue it reads once after
-//! the key just ahead goes, and repeats. A release therefore makes at most the next contender
-//! issue a call (herd-free in calls). An acquire that never waits opens no watch at all. The
-//! same watch tells a holder that its key was deleted ([`LockGuard::lost`]). The cost: every
-//! session watching a name receives each release event of that name (small, filtered
-//! in-process); with thousands of sessions waiting on one name, measure.
+//! transaction, the keys ahead of it (all of them when there are at most 16). Keys created later
+//! are behind it, so that set can only shrink. An acquire that finds nobody ahead holds at once:
+//! one transaction, no watch. Otherwise it waits with watches registered right after its
+//! acquire, each followed by one read so that nothing between the two is missed:
+//!
+//! - **one key ahead** (the common handoff): a delete-only watch of the name's prefix. When that
+//!   key's delete arrives, the waiter holds with no further call; its own key's delete, if any,
+//!   arrives in the same revision batch, so it never takes a turn its key no longer gives it.
+//! - **further back**: a watch of the key just ahead of it. When that key goes, it reads once
+//!   (its own key and the keys ahead): nobody left ahead means its turn, its own key gone means
+//!   [`Error::NotHeld`], else it watches the new key just ahead.
+//!
+//! So each key is watched by the one waiter behind it: a release is delivered as one watch
+//! event to one waiter, whatever the number of waiters, and only that waiter makes a call. No
+//! watch is registered at the moment of a handoff (etcd may serve a watch registered while a
+//! write commits from its 100 ms catch-up loop for its first moments); each is cancelled as
+//! soon as it is not needed. A holder that waited on the prefix watch keeps it to report its
+//! key's deletion ([`LockGuard::lost`]); any other opens a watch of its key on its first
+//! `lost()` and reads the key once.
 //!
 //! # Names
 //!
@@ -56,6 +63,7 @@ mod queue;
 pub mod rwlock;
 pub mod session;
 pub mod txn;
+mod wait;
 pub mod watch;
 mod watcher;
 
@@ -74,6 +82,6 @@ pub use mutex::Mutex;
 pub use observe::{LeaderStream, Observation};
 pub use prefixed::Prefixed;
 pub use rwlock::RwLock;
-pub use session::{Session, SessionBuilder, DEFAULT_TTL, DEFAULT_WATCH_LINGER};
+pub use session::{Session, SessionBuilder, DEFAULT_TTL};
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
 pub use watch::{EventKind, WatchEvent, WatchRequest, WatchStream};

@@ -6,8 +6,9 @@ use crate::error::{Error, Result};
 use crate::guard::{LockGuard, LockKind};
 use crate::held::HeldKey;
 use crate::names::{name_prefix, session_key};
-use crate::queue::{Enqueued, Queue, Waiting};
+use crate::queue::{Enqueued, Queue};
 use crate::session::Session;
+use crate::wait::wait_turn;
 
 /// A named lock shared by every session that uses the same name on the same store.
 ///
@@ -55,8 +56,11 @@ impl Mutex {
     /// lease TTL is the backstop), so nobody waits behind an abandoned attempt. Wrap it in
     /// [`tokio::time::timeout`] or use [`Mutex::lock_timeout`] for a deadline.
     pub async fn lock(&self) -> Result<LockGuard> {
-        let (held, notices, enqueued) = self.join(true).await?;
-        let revision = self.queue.wait_turn(&held, notices, enqueued).await?;
+        let (held, enqueued) = self.join(true).await?;
+        let (revision, watch) = wait_turn(&self.queue, &held, enqueued).await?;
+        if let Some(watch) = watch {
+            held.keep_watching(watch);
+        }
         Ok(LockGuard::new(held, revision, LockKind::Mutex))
     }
 
@@ -79,7 +83,7 @@ impl Mutex {
     ///
     /// Cancel safe, as [`Mutex::lock`].
     pub async fn try_lock(&self) -> Result<LockGuard> {
-        let (held, _notices, enqueued) = self.join(false).await?;
+        let (held, enqueued) = self.join(false).await?;
         if self.queue.is_blocked(&held, &enqueued).await? {
             // The lock stays Locked even if this cleanup fails: it is retried in the background.
             let _ = held.release().await;
@@ -88,7 +92,7 @@ impl Mutex {
         Ok(LockGuard::new(held, enqueued.revision, LockKind::Mutex))
     }
 
-    async fn join(&self, wait: bool) -> Result<(HeldKey, Option<Waiting>, Enqueued)> {
+    async fn join(&self, wait: bool) -> Result<(HeldKey, Enqueued)> {
         let turn = self.session.turn(&self.key, wait).await?;
         self.queue
             .join(

@@ -8,6 +8,7 @@ use crate::guard::{LockGuard, LockKind};
 use crate::names::name_prefix;
 use crate::queue::Queue;
 use crate::session::Session;
+use crate::wait::wait_turn;
 
 /// Makes rwlock keys unique within a process; the lease id makes them unique across sessions.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -125,11 +126,17 @@ impl RwLock {
             kind == LockKind::Write,
             wait,
         )?;
-        let (held, notices, enqueued) = queue
+        let (held, enqueued) = queue
             .join(&self.session, key, b"", kind.name(), claim.into(), false)
             .await?;
         if wait {
-            let revision = queue.wait_turn(&held, notices, enqueued).await?;
+            let (revision, watch) = wait_turn(queue, &held, enqueued).await?;
+            // The prefix watch reports the key's loss from now on. A reader lets it go (readers
+            // hold together: each one's release would reach every other) and sets loss
+            // detection up on its first `lost()`.
+            if let (Some(watch), LockKind::Write) = (watch, kind) {
+                held.keep_watching(watch);
+            }
             return Ok(LockGuard::new(held, revision, kind));
         }
         if queue.is_blocked(&held, &enqueued).await? {

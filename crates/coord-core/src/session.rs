@@ -14,8 +14,7 @@ use crate::error::{Error, Result};
 use crate::kv::LeaseId;
 use crate::live::LiveLease;
 use crate::local::{Local, Turn};
-use crate::watcher::NameWatches;
-pub use crate::watcher::DEFAULT_WATCH_LINGER;
+use crate::watcher::WatchedNames;
 
 /// Default session TTL, in seconds (as etcd's Go package).
 pub const DEFAULT_TTL: i64 = 60;
@@ -50,10 +49,10 @@ pub const DEFAULT_TTL: i64 = 60;
 ///
 /// # Watches
 ///
-/// A session keeps one delete-only watch per lock or election name while it has a waiter or a
-/// holder there that needs it (see the crate docs), and closes it after a short linger
-/// ([`DEFAULT_WATCH_LINGER`], [`SessionBuilder::with_watch_linger`]) once none is left: open
-/// watches are bounded by the names in use, not by the names ever used.
+/// A waiter watches a few single keys, or its name's prefix once it is next in line (see the
+/// crate docs); a holder keeps the watch it waited on to report its key's loss. Each watch is
+/// cancelled as soon as its waiter or holder is done with it: open watches are bounded by the
+/// waits and holds in progress, not by the names ever used.
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<SessionInner>,
@@ -68,7 +67,10 @@ struct SessionInner {
     /// [`Session::close`] or [`Session::detach`] was called.
     closed: AtomicBool,
     keep_alive: std::sync::Mutex<Option<JoinHandle<()>>>,
-    watches: Arc<NameWatches>,
+    /// How long one handoff took lately, in microseconds (a moving average over this
+    /// session's waits): when to suspect a held-back watch event (see `wait.rs`).
+    handoff_us: std::sync::atomic::AtomicU64,
+    watched: Arc<WatchedNames>,
     local: Arc<Local>,
     runtime: Handle,
 }
@@ -90,7 +92,6 @@ pub struct SessionBuilder {
     backend: DynBackend,
     ttl: i64,
     lease: Option<LeaseId>,
-    linger: Duration,
 }
 
 impl SessionBuilder {
@@ -107,14 +108,6 @@ impl SessionBuilder {
     /// lease"). `build` renews it at once, so its remaining TTL, however short, is reset.
     pub fn with_lease(mut self, lease: LeaseId) -> Self {
         self.lease = Some(lease);
-        self
-    }
-
-    /// How long a name's watch stays open after the session's last waiter or holder on that
-    /// name is gone (default [`DEFAULT_WATCH_LINGER`]). Longer saves re-registering watches
-    /// for names locked in quick succession; shorter frees them sooner.
-    pub fn with_watch_linger(mut self, linger: Duration) -> Self {
-        self.linger = linger;
         self
     }
 
@@ -150,12 +143,6 @@ impl SessionBuilder {
         };
         end.lives_until(sent + Duration::from_secs(ttl.max(1) as u64));
         let runtime = Handle::current();
-        let watches = NameWatches::new(
-            self.backend.clone(),
-            end.token(),
-            runtime.clone(),
-            self.linger,
-        );
         let inner = Arc::new(SessionInner {
             backend: self.backend,
             lease,
@@ -163,7 +150,8 @@ impl SessionBuilder {
             end,
             closed: AtomicBool::new(false),
             keep_alive: std::sync::Mutex::new(None),
-            watches,
+            handoff_us: std::sync::atomic::AtomicU64::new(1_000),
+            watched: Arc::default(),
             local: Arc::default(),
             runtime,
         });
@@ -192,7 +180,6 @@ impl Session {
             backend: into_dyn(backend),
             ttl: DEFAULT_TTL,
             lease: None,
-            linger: DEFAULT_WATCH_LINGER,
         }
     }
 
@@ -233,10 +220,11 @@ impl Session {
         self.inner.closed.load(Ordering::Acquire)
     }
 
-    /// How many names this session keeps a watch open on now: those with a waiter or a holder
-    /// that needs one, and those within their linger. Bounded by the names in use.
+    /// How many names this session has a watch open on now: those where one of its waiters
+    /// waits, or one of its holders keeps the watch it waited on (or set up by `lost()`).
+    /// Bounded by the names in use.
     pub fn watched_names(&self) -> usize {
-        self.inner.watches.open_count()
+        self.inner.watched.len()
     }
 
     /// Revokes the lease, deleting every key on it (releasing every lock and candidacy of this
@@ -313,9 +301,26 @@ impl Session {
         &self.inner.runtime
     }
 
-    /// The session's watches, one per name in use.
-    pub(crate) fn watches(&self) -> &Arc<NameWatches> {
-        &self.inner.watches
+    /// How long one handoff took lately (see `wait.rs`).
+    pub(crate) fn handoff_time(&self) -> Duration {
+        Duration::from_micros(self.inner.handoff_us.load(Ordering::Relaxed))
+    }
+
+    /// Records a wait of `waited` for `handoffs` handoffs (a moving average, a quarter per
+    /// sample).
+    pub(crate) fn record_handoffs(&self, waited: Duration, handoffs: usize) {
+        if handoffs == 0 {
+            return;
+        }
+        let sample = (waited.as_micros() / handoffs as u128).min(u64::MAX as u128) as u64;
+        let old = self.inner.handoff_us.load(Ordering::Relaxed);
+        let new = old - old / 4 + sample / 4;
+        self.inner.handoff_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// The names this session watches now.
+    pub(crate) fn watched(&self) -> &Arc<WatchedNames> {
+        &self.inner.watched
     }
 
     /// The in-process turn on `key` for keys a session reuses (`name/<lease hex>`): two local

@@ -5,7 +5,7 @@
 //! current state with the later changes undone, and a watch replay is a scan of the log.
 
 use std::borrow::Borrow;
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -523,21 +523,41 @@ fn finish_range<'a>(
         })
         .collect();
     resp.count = count(n);
-    // Stable sorts: ties (keys written in one revision) stay in key order.
-    match order {
-        None => {}
-        Some((SortTarget::Key, SortOrder::Ascend)) => {}
-        Some((SortTarget::Key, SortOrder::Descend)) => picked.reverse(),
-        Some((SortTarget::Create, SortOrder::Ascend)) => {
-            picked.sort_by_key(|kv| kv.create_revision)
+    // Ties (keys written in one revision) stay in key order: the sort key ends with the
+    // position in key order. Only the first `limit` are sorted (a waiter reads the newest 16
+    // of a queue of any length).
+    let rank = |rev: i64, descend: bool| if descend { -rev } else { rev };
+    let by = match order {
+        None | Some((SortTarget::Key, SortOrder::Ascend)) => None,
+        Some((SortTarget::Key, SortOrder::Descend)) => {
+            picked.reverse();
+            None
         }
-        Some((SortTarget::Create, SortOrder::Descend)) => {
-            picked.sort_by_key(|kv| Reverse(kv.create_revision))
+        Some((SortTarget::Create, o)) => Some((true, o == SortOrder::Descend)),
+        Some((SortTarget::Mod, o)) => Some((false, o == SortOrder::Descend)),
+    };
+    if let Some((create, descend)) = by {
+        let mut keyed: Vec<((i64, usize), &KeyValue)> = picked
+            .iter()
+            .enumerate()
+            .map(|(i, kv)| {
+                let rev = if create {
+                    kv.create_revision
+                } else {
+                    kv.mod_revision
+                };
+                ((rank(rev, descend), i), *kv)
+            })
+            .collect();
+        if keyed.len() > limit {
+            keyed.select_nth_unstable_by_key(limit, |(k, _)| *k);
         }
-        Some((SortTarget::Mod, SortOrder::Ascend)) => picked.sort_by_key(|kv| kv.mod_revision),
-        Some((SortTarget::Mod, SortOrder::Descend)) => {
-            picked.sort_by_key(|kv| Reverse(kv.mod_revision))
-        }
+        let top = keyed.len().min(limit);
+        keyed[..top].sort_unstable_by_key(|(k, _)| *k);
+        let more = keyed.len() > limit;
+        resp.more = more;
+        resp.kvs = keyed[..top].iter().map(|(_, kv)| out(kv)).collect();
+        return resp;
     }
     resp.more = picked.len() > limit;
     picked.truncate(limit);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use coord_bench::report::{plot, render, Results};
+use coord_bench::report::{plot, plot_scaling, render, Results};
 
 /// Writes BENCHMARKS.md (tables, ratios, targets, CPU, scaling, coord-mem) and the latency plot
 /// from a results directory written by scripts/bench.sh.
@@ -51,8 +51,17 @@ fn main() -> ExitCode {
         }
     };
     let rel = plotted.then(|| relative(&plot_path, &args.out));
+    let scaling_path = plot_path.with_file_name("scaling.svg");
+    let scaled = match plot_scaling(&results, &scaling_path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("coord-bench-report: scaling plot failed: {e}");
+            false
+        }
+    };
+    let scaling_rel = scaled.then(|| relative(&scaling_path, &args.out));
     let notes = std::fs::read_to_string(&args.notes).unwrap_or_default();
-    let md = render(&results, rel.as_deref(), &notes);
+    let md = render(&results, rel.as_deref(), scaling_rel.as_deref(), &notes);
     if let Err(e) = std::fs::write(&args.out, md) {
         eprintln!(
             "coord-bench-report: cannot write {}: {e}",

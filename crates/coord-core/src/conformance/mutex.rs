@@ -840,9 +840,8 @@ async fn waiter_key_deleted(ctx: &Ctx) -> Outcome {
 }
 
 scenario!(
-    /// A session keeps a name's watch only while it has a waiter or holder there: after
-    /// locking many contended names in turn, it keeps none open once their linger passed,
-    /// and its in-process state is empty.
+    /// A session keeps a watch on a name only while it has a waiter or holder there: after
+    /// locking many contended names in turn, it keeps none open once it holds nothing.
     mutex_watches_bounded,
     Shared,
     watches_bounded
@@ -850,11 +849,8 @@ scenario!(
 
 async fn watches_bounded(ctx: &Ctx) -> Outcome {
     let holder = ctx.session().await?;
-    let worker = crate::session::Session::builder(ctx.store.clone())
-        .with_ttl(super::support::SESSION_TTL)
-        .with_watch_linger(Duration::from_millis(50))
-        .build()
-        .await?;
+    let worker =
+        crate::session::Session::new(ctx.store.clone(), super::support::SESSION_TTL).await?;
     ctx.track_session(&worker);
     for i in 0..40 {
         let name = format!("order/{i}");
@@ -869,7 +865,7 @@ async fn watches_bounded(ctx: &Ctx) -> Outcome {
         );
         guard.unlock().await?;
     }
-    eventually("the worker's watches closed after their linger", || async {
+    eventually("the worker's watches closed", || async {
         Ok(worker.watched_names() == 0)
     })
     .await?;
