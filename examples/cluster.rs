@@ -20,6 +20,8 @@ use coord::{Backend, DynBackend, Election, Error, Mutex, RwLock, Session};
 use futures::StreamExt;
 use tokio::task::JoinSet;
 
+mod store;
+
 #[derive(Parser, Debug)]
 #[command(about = "Leader election, failover and lock contention among N nodes in one process")]
 struct Args {
@@ -35,18 +37,9 @@ struct Args {
     /// Session TTL in seconds.
     #[arg(long, default_value_t = 5)]
     ttl: i64,
-    /// etcd endpoints (comma-separated); without them (and without --postgres) the demo runs
-    /// on coord-mem.
-    #[arg(
-        long,
-        env = "ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        conflicts_with = "postgres"
-    )]
-    endpoints: Vec<String>,
-    /// A PostgreSQL URL (postgres://user:password@host:port/db): run on PostgreSQL.
-    #[arg(long, value_name = "URL")]
-    postgres: Option<String>,
+    /// Where to run: coord-mem, etcd or PostgreSQL.
+    #[command(flatten)]
+    store: store::StoreArgs,
     /// Key prefix for everything the demo writes.
     #[arg(long, default_value = "coord-demo")]
     prefix: String,
@@ -94,7 +87,7 @@ async fn run(args: Args) -> coord::Result<()> {
     if args.nodes < 2 {
         return Err(Error::invalid("--nodes must be at least 2"));
     }
-    let (backend, what) = connect(&args).await?;
+    let (backend, what) = store::connect(&args.store).await?;
     // A fresh namespace per run, so runs never see each other's keys.
     let ns = format!("{}/{:x}/", args.prefix, rand::random::<u32>());
     let backend: DynBackend = Arc::new(coord::Prefixed::new(backend, ns.clone()));
@@ -127,51 +120,6 @@ async fn run(args: Args) -> coord::Result<()> {
         std::process::exit(2);
     }
     Ok(())
-}
-
-async fn connect(args: &Args) -> coord::Result<(DynBackend, String)> {
-    if let Some(url) = &args.postgres {
-        return connect_postgres(url).await;
-    }
-    if args.endpoints.is_empty() {
-        return Ok((Arc::new(coord::mem::MemStore::new()), "coord-mem".into()));
-    }
-    connect_etcd(&args.endpoints).await
-}
-
-#[cfg(feature = "postgres")]
-async fn connect_postgres(url: &str) -> coord::Result<(DynBackend, String)> {
-    let backend = coord::postgres::PostgresConfig::new(url).connect().await?;
-    // Host, port and database only: never print the URL's password.
-    let at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
-    let at = at.split_once("://").map_or(at, |(_, rest)| rest);
-    let at = at.split('?').next().unwrap_or(at);
-    Ok((Arc::new(backend), format!("PostgreSQL at {at}")))
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn connect_postgres(_: &str) -> coord::Result<(DynBackend, String)> {
-    Err(Error::invalid(
-        "this build has no PostgreSQL backend: run with `--features postgres`",
-    ))
-}
-
-#[cfg(feature = "etcd")]
-async fn connect_etcd(endpoints: &[String]) -> coord::Result<(DynBackend, String)> {
-    let backend = coord::etcd::EtcdConfig::new(endpoints.iter().cloned())
-        .connect()
-        .await?;
-    Ok((
-        Arc::new(backend),
-        format!("etcd at {}", endpoints.join(",")),
-    ))
-}
-
-#[cfg(not(feature = "etcd"))]
-async fn connect_etcd(_: &[String]) -> coord::Result<(DynBackend, String)> {
-    Err(Error::invalid(
-        "this build has no etcd backend: run with `--features etcd`",
-    ))
 }
 
 /// Every node campaigns; the leader is killed `failovers` times; an observer checks that

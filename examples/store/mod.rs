@@ -1,0 +1,70 @@
+//! What the demos that run anywhere share: the store to run on — coord-mem by default, etcd with
+//! `--endpoints`, PostgreSQL with `--postgres` (with the matching cargo feature).
+
+use std::sync::Arc;
+
+use coord::DynBackend;
+
+/// Where a demo runs.
+#[derive(clap::Args, Debug)]
+pub struct StoreArgs {
+    /// etcd endpoints (comma-separated); without them (and without --postgres) the demo runs
+    /// on coord-mem.
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        conflicts_with = "postgres"
+    )]
+    pub endpoints: Vec<String>,
+    /// A PostgreSQL URL (postgres://user:password@host:port/db): run on PostgreSQL.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+}
+
+/// The store the arguments name, and a description of it for the demo's first line (never a
+/// password).
+pub async fn connect(args: &StoreArgs) -> coord::Result<(DynBackend, String)> {
+    if let Some(url) = &args.postgres {
+        return connect_postgres(url).await;
+    }
+    if args.endpoints.is_empty() {
+        return Ok((Arc::new(coord::mem::MemStore::new()), "coord-mem".into()));
+    }
+    connect_etcd(&args.endpoints).await
+}
+
+#[cfg(feature = "etcd")]
+async fn connect_etcd(endpoints: &[String]) -> coord::Result<(DynBackend, String)> {
+    let backend = coord::etcd::EtcdConfig::new(endpoints.iter().cloned())
+        .connect()
+        .await?;
+    Ok((
+        Arc::new(backend),
+        format!("etcd at {}", endpoints.join(",")),
+    ))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn connect_etcd(_: &[String]) -> coord::Result<(DynBackend, String)> {
+    Err(coord::Error::invalid(
+        "this build has no etcd backend: run with `--features etcd`",
+    ))
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str) -> coord::Result<(DynBackend, String)> {
+    let backend = coord::postgres::PostgresConfig::new(url).connect().await?;
+    // Host, port and database only: never print the URL's password.
+    let at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
+    let at = at.split_once("://").map_or(at, |(_, rest)| rest);
+    let at = at.split('?').next().unwrap_or(at);
+    Ok((Arc::new(backend), format!("PostgreSQL at {at}")))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(_: &str) -> coord::Result<(DynBackend, String)> {
+    Err(coord::Error::invalid(
+        "this build has no PostgreSQL backend: run with `--features postgres`",
+    ))
+}
