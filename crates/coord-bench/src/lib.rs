@@ -13,8 +13,10 @@
 pub mod alloc;
 pub mod crash;
 mod postgres;
+pub mod recipes_semaphore;
 pub mod report;
 mod report_postgres;
+mod report_semaphore;
 pub mod scenarios;
 pub mod stats;
 pub mod timeline;

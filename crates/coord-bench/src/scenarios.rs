@@ -64,6 +64,7 @@ pub const SCENARIOS: &[&str] = &[
     "mem_memory_cycles",
     "pg_commit_rate",
     "pg_bounded",
+    "semaphore",
 ];
 
 /// Maps a name given on the command line (a full name, one with a `_wN` suffix, or the Go
@@ -80,6 +81,8 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "rtt" => "round_trips",
         "calls" => "mem_calls_per_release_w1000",
         "memory" => "mem_memory_cycles",
+        // semaphore_w{W}_p3: W comes from --workers, the permits are fixed.
+        other if other.starts_with("semaphore_w") => "semaphore",
         other => other,
     };
     let base = match short.rsplit_once("_w") {
@@ -175,7 +178,7 @@ impl Bench {
     /// tokio's budget makes it yield) before the others even queue: it yields once while
     /// holding, so that they do and the lock really changes hands. On etcd the calls wait for
     /// the network anyway, and the holder does nothing, as in Go's anchor.
-    async fn inside_critical_section(&self) {
+    pub(crate) async fn inside_critical_section(&self) {
         if self.is_mem() {
             tokio::task::yield_now().await;
         }
@@ -207,11 +210,12 @@ impl Bench {
             "mem_memory_cycles" => self.memory_cycles().await,
             "pg_commit_rate" => self.pg_commit_rate().await,
             "pg_bounded" => self.pg_bounded().await,
+            "semaphore" => self.semaphore().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }
 
-    fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
+    pub(crate) fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
         if let Some(dir) = &self.dump {
             std::fs::create_dir_all(dir)?;
             let text: String = lat
@@ -868,7 +872,7 @@ fn split_handoff(
 }
 
 /// Calls per operation, for `extra`.
-fn per_op(calls: &CallCounts, ops: u64) -> Value {
+pub(crate) fn per_op(calls: &CallCounts, ops: u64) -> Value {
     let n = ops.max(1) as f64;
     json!({
         "kv_calls_per_op": calls.kv_calls() as f64 / n,
