@@ -7,6 +7,7 @@
 //! ```text
 //! coordctl lock NAME [-- CMD ARGS...]            # like `etcdctl lock`
 //! coordctl rwlock --read|--write NAME [-- CMD...]
+//! coordctl semaphore NAME --permits N [--weight K] [-- CMD...]   # like `consul lock -n N`
 //! coordctl elect NAME PROPOSAL                   # like `etcdctl elect`
 //! coordctl elect --listen NAME                   # like `etcdctl elect -l`
 //! coordctl leader NAME                           # the current leader's value
@@ -22,6 +23,7 @@ mod elect;
 mod exit;
 mod lock;
 mod reap;
+mod semaphore;
 mod signals;
 
 use std::io::Write;
@@ -81,6 +83,7 @@ async fn run(cli: Cli) -> i32 {
             let side = if args.read { Side::Read } else { Side::Write };
             lock::run(global, &mut signals, side, &args.name, &args.command).await
         }
+        Command::Semaphore(args) => semaphore::run(global, &mut signals, args).await,
         Command::Elect(args) => match &args.proposal {
             Some(proposal) if !args.listen => {
                 elect::campaign(global, &mut signals, &args.name, proposal).await

@@ -761,6 +761,76 @@ async fn rwlock_readers_share_and_a_writer_waits_for_them() {
     assert_eq!(writer.code(), 0, "stderr: {}", writer.stderr());
 }
 
+/// Three `coordctl semaphore --permits 2` processes running a command that logs its start and
+/// end: never more than two inside at once (by the log's order), all three ran, and no key is
+/// left. A fourth asking with another capacity meanwhile fails (exit 1) and leaves no key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semaphore_runs_at_most_permits_commands_at_once() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("sem");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        r#"echo "start $COORD_FENCING_TOKEN" >> {log}; sleep 0.5; echo "end $COORD_FENCING_TOKEN" >> {log}"#,
+        log = log.display()
+    );
+    let mut runs: Vec<Proc> = (0..3)
+        .map(|i| {
+            let mut cmd = coordctl(&etcd);
+            cmd.args([
+                "semaphore",
+                &name,
+                "--permits",
+                "2",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ]);
+            Proc::spawn(&format!("coordctl semaphore #{i}"), cmd)
+        })
+        .collect();
+    let backend = backend(&etcd).await;
+    eventually("the three have written their keys", || async {
+        keys(&backend, &name).await.len() == 3
+    })
+    .await;
+    let mut other = coordctl(&etcd);
+    other.args(["semaphore", &name, "--permits", "3", "--", "true"]);
+    let (code, _, stderr) = output(other);
+    assert!(
+        code == Some(1) && stderr.contains("capacity"),
+        "another capacity while the name is in use: {code:?} {stderr}"
+    );
+    for run in &mut runs {
+        assert_eq!(run.code(), 0, "stderr: {}", run.stderr());
+    }
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 6, "three starts and three ends: {lines:?}");
+    let (mut inside, mut most) = (0, 0);
+    for line in &lines {
+        if line.starts_with("start") {
+            inside += 1;
+            most = most.max(inside);
+        } else {
+            inside -= 1;
+        }
+    }
+    assert!(most <= 2, "more than two commands at once: {lines:?}");
+    let mut tokens: Vec<&str> = lines.iter().map(|l| l.split_once(' ').unwrap().1).collect();
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 3, "three distinct permits: {lines:?}");
+    eventually("no semaphore key is left", || async {
+        keys(&backend, &name).await.is_empty()
+    })
+    .await;
+}
+
 #[test]
 fn an_unreachable_endpoint_fails_with_one_line_within_the_dial_timeout() {
     // A port nobody listens on: bound, then released.
