@@ -55,6 +55,7 @@ pub mod kv;
 pub mod lease;
 mod live;
 mod local;
+pub mod metered;
 pub mod mutex;
 pub mod names;
 pub mod observe;
@@ -62,6 +63,7 @@ pub mod prefixed;
 mod queue;
 pub mod rwlock;
 pub mod session;
+pub mod telemetry;
 pub mod txn;
 mod wait;
 pub mod watch;
@@ -78,10 +80,12 @@ pub use kv::{
     PutResponse, RangeRequest, RangeResponse, Revision, SortOrder, SortTarget,
 };
 pub use lease::{LeaseGrant, LeaseTimeToLive};
+pub use metered::Metered;
 pub use mutex::Mutex;
 pub use observe::{LeaderStream, Observation};
 pub use prefixed::Prefixed;
 pub use rwlock::RwLock;
 pub use session::{Session, SessionBuilder, DEFAULT_TTL};
+pub use telemetry::NameLabels;
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
 pub use watch::{EventKind, WatchEvent, WatchRequest, WatchStream};
