@@ -12,8 +12,10 @@
 
 pub mod alloc;
 pub mod crash;
+mod metrics;
 mod postgres;
 pub mod report;
+mod report_metrics;
 mod report_postgres;
 pub mod scenarios;
 pub mod stats;

@@ -47,7 +47,8 @@ enum RuntimeKind {
 /// election_resign_handoff, election_crash_failover, watch_floor, on --backend mem also
 /// mem_calls_per_release_w1000, mem_calls_per_release_w10000, mem_memory_cycles, and on
 /// --backend postgres also pg_commit_rate (the server's single-writer commit rate) and
-/// pg_bounded (table sizes over --memory-cycles lock cycles). The Go anchor's short names
+/// pg_bounded (table sizes over --memory-cycles lock cycles); metrics_overhead (short: metrics)
+/// times lock + unlock with a Prometheus recorder against none, alternately. The Go anchor's short names
 /// (uncontended,
 /// contended, rwlock, handoff, failover) work too.
 #[derive(Debug, Parser)]

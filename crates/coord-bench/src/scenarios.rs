@@ -64,6 +64,7 @@ pub const SCENARIOS: &[&str] = &[
     "mem_memory_cycles",
     "pg_commit_rate",
     "pg_bounded",
+    "metrics_overhead",
 ];
 
 /// Maps a name given on the command line (a full name, one with a `_wN` suffix, or the Go
@@ -80,6 +81,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "rtt" => "round_trips",
         "calls" => "mem_calls_per_release_w1000",
         "memory" => "mem_memory_cycles",
+        "metrics" => "metrics_overhead",
         other => other,
     };
     let base = match short.rsplit_once("_w") {
@@ -207,11 +209,12 @@ impl Bench {
             "mem_memory_cycles" => self.memory_cycles().await,
             "pg_commit_rate" => self.pg_commit_rate().await,
             "pg_bounded" => self.pg_bounded().await,
+            "metrics_overhead" => self.metrics_overhead().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }
 
-    fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
+    pub(crate) fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
         if let Some(dir) = &self.dump {
             std::fs::create_dir_all(dir)?;
             let text: String = lat

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::Histogram;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -99,6 +100,8 @@ pub struct SessionBuilder {
     ttl: i64,
     lease: Option<LeaseId>,
     name_labels: NameLabels,
+    /// Registered with the backend's handles, in `builder`, with the recorder of that moment.
+    keep_alive_latency: Histogram,
 }
 
 impl SessionBuilder {
@@ -180,6 +183,7 @@ impl SessionBuilder {
             ttl,
             sent,
             inner.end.clone(),
+            self.keep_alive_latency,
         ));
         *lock_unpoisoned(&inner.keep_alive) = Some(task);
         tracing::debug!(lease = format_args!("{lease:x}"), ttl, "session started");
@@ -194,12 +198,16 @@ impl Session {
     }
 
     /// A builder, for an existing lease or the default TTL.
+    ///
+    /// The session's metric handles (backend calls, keep-alives) are registered here, with the
+    /// [`metrics`] recorder installed now (see [`crate::telemetry`]).
     pub fn builder(backend: impl Backend) -> SessionBuilder {
         SessionBuilder {
             backend: into_dyn(backend),
             ttl: DEFAULT_TTL,
             lease: None,
             name_labels: NameLabels::Off,
+            keep_alive_latency: metrics::histogram!(KEEPALIVE),
         }
     }
 
@@ -423,6 +431,7 @@ async fn keep_alive(
     ttl: i64,
     renewed: Instant,
     end: Arc<LiveLease>,
+    latency: Histogram,
 ) {
     let end = EndOnDrop(end);
     let token = end.0.token();
@@ -430,7 +439,6 @@ async fn keep_alive(
     let period = ttl / 3;
     let mut expires = renewed + ttl;
     let mut next = renewed + period;
-    let latency = metrics::histogram!(KEEPALIVE);
     let failed = |e: &Error| {
         metrics::counter!(KEEPALIVE_FAILURES, "error" => error_label(e)).increment(1);
     };

@@ -79,8 +79,11 @@ pub enum NameLabels {
     /// The name itself (lossy UTF-8). Only for a small, fixed set of names.
     Full,
     /// The group a function maps the name to: keep its range small.
-    Grouped(Arc<dyn Fn(&[u8]) -> String + Send + Sync>),
+    Grouped(NameGroup),
 }
+
+/// A function from a primitive's name to its group label (see [`NameLabels::grouped`]).
+pub type NameGroup = Arc<dyn Fn(&[u8]) -> String + Send + Sync>;
 
 impl NameLabels {
     /// Labels each name with `group(name)`, e.g. the part before the first `/`.
@@ -195,6 +198,14 @@ pub fn describe() {
     describe_histogram!(BACKEND_CALL, Unit::Seconds, "One backend call");
     describe_counter!(BACKEND_ERRORS, "Backend calls that failed");
 }
+
+/// Bucket bounds (seconds) that suit coord's `_seconds` histograms, for exporters that need
+/// them (e.g. `PrometheusBuilder::set_buckets_for_metric`): from 100 µs (a call on coord-mem or
+/// a local etcd) to a minute (a long wait for a lock).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
 
 const ACQUISITIONS: &str = "coord_acquisitions_total";
 const WAIT: &str = "coord_acquire_wait_seconds";

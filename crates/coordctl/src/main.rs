@@ -111,6 +111,12 @@ async fn run(cli: Cli) -> i32 {
 fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
+        // Histograms as buckets, so that quantiles can be aggregated across processes.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            coord_core::telemetry::SECONDS_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
         .install()
         .map_err(|e| e.to_string())?;
     coord_core::telemetry::describe();
