@@ -154,6 +154,9 @@ impl HeldKey {
             self.record_loss(&e);
             return Err(e);
         }
+        if let Some(hold) = &self.hold {
+            hold.releasing();
+        }
         match delete_if_current(&self.session, &self.key, self.rev).await {
             Ok(true) => Ok(()),
             Ok(false) => {

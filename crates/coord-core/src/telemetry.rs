@@ -311,6 +311,7 @@ impl PrimitiveMetrics {
             metrics: self.clone(),
             since: Instant::now(),
             ended: AtomicBool::new(false),
+            left_gauge: AtomicBool::new(false),
         }
     }
 
@@ -396,9 +397,20 @@ pub struct Hold {
     metrics: PrimitiveMetrics,
     since: Instant,
     ended: AtomicBool,
+    /// Out of `coord_held` already ([`Hold::releasing`]).
+    left_gauge: AtomicBool,
 }
 
 impl Hold {
+    /// The release is about to be sent: leaves `coord_held` now, before the next holder can
+    /// see the key gone and enter it (so the gauge never shows two holders of a mutex). How
+    /// the hold ended is still recorded after ([`Hold::released`], [`Hold::lost`]).
+    pub fn releasing(&self) {
+        if !self.left_gauge.swap(true, Ordering::Relaxed) {
+            self.metrics.inner.held.decrement(1.0);
+        }
+    }
+
     /// The hold ended by its release.
     pub fn released(&self) {
         self.end();
@@ -430,9 +442,11 @@ impl Hold {
         if self.ended.swap(true, Ordering::Relaxed) {
             return false;
         }
-        let m = &self.metrics.inner;
-        m.held.decrement(1.0);
-        m.hold.record(self.since.elapsed().as_secs_f64());
+        self.releasing();
+        self.metrics
+            .inner
+            .hold
+            .record(self.since.elapsed().as_secs_f64());
         true
     }
 }
