@@ -19,7 +19,9 @@
 #     1,000 candidates;
 #  4a. then the semaphore, ours and a Go semaphore on clientv3 alternately
 #      (scripts/bench-semaphore.sh);
-#  4b. then, on one PostgreSQL, ours and the advisory-lock anchor alternately (scripts/bench-pg.sh);
+#  4b. then metrics_overhead (a Prometheus recorder against none) on coord-mem and that etcd
+#      (scripts/bench-metrics.sh);
+#  4c. then, on one PostgreSQL, ours and the advisory-lock anchor alternately (scripts/bench-pg.sh);
 #  5. writes the raw results to bench-results/latest/ (committed, so BENCHMARKS.md can be
 #     checked) and runs coord-bench-report, which rewrites BENCHMARKS.md and the plot.
 #
@@ -50,6 +52,7 @@ shared=$(cd "$shared" && pwd)
 . scripts/bench-pg.sh
 . scripts/bench-scale.sh
 . scripts/bench-semaphore.sh
+. scripts/bench-metrics.sh
 missing=($(missing_etcd_packages) $(missing_postgres_packages))
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || missing+=(golang-etcd-server-dev)
@@ -222,7 +225,9 @@ for round in $(seq 1 "$rounds"); do
 done
 # --- 4a. the semaphore, ours and the Go anchor (scripts/bench-semaphore.sh) ----------------------
 bench_semaphore_run
-# --- 4b. PostgreSQL: ours and advisory locks, on one PostgreSQL (etcd stays idle) ---------------
+# --- 4b. what metrics cost, on coord-mem and on this etcd (scripts/bench-metrics.sh) -------------
+bench_metrics_run
+# --- 4c. PostgreSQL: ours and advisory locks, on one PostgreSQL (etcd stays idle) ---------------
 bench_pg_run
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
 

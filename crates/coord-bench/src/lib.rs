@@ -13,9 +13,11 @@
 pub mod alloc;
 pub mod crash;
 pub mod etcd_metrics;
+mod metrics;
 mod postgres;
 pub mod recipes_semaphore;
 pub mod report;
+mod report_metrics;
 mod report_postgres;
 mod report_scale;
 mod scale;

@@ -67,6 +67,7 @@ pub const SCENARIOS: &[&str] = &[
     "idle_sessions",
     "election_candidates",
     "semaphore",
+    "metrics_overhead",
 ];
 
 /// Scenarios `all` leaves out (each holds a thousand sessions for many seconds): they run
@@ -89,6 +90,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "memory" => "mem_memory_cycles",
         // semaphore_w{W}_p3: W comes from --workers, the permits are fixed.
         other if other.starts_with("semaphore_w") => "semaphore",
+        "metrics" => "metrics_overhead",
         other => other,
     };
     let base = match short.rsplit_once("_w") {
@@ -226,6 +228,7 @@ impl Bench {
             "idle_sessions" => self.idle_sessions().await,
             "election_candidates" => self.election_candidates().await,
             "semaphore" => self.semaphore().await,
+            "metrics_overhead" => self.metrics_overhead().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }

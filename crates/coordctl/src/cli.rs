@@ -81,6 +81,11 @@ pub struct Global {
     /// Session TTL in seconds: how long a lock or leadership outlives a crashed coordctl.
     #[arg(long, global = true, default_value_t = 10)]
     pub ttl: i64,
+
+    /// Serve Prometheus metrics (`coord_*`, labelled with the lock or election name) over HTTP
+    /// on HOST:PORT while running, e.g. 127.0.0.1:9464.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The subcommands.

@@ -75,6 +75,12 @@ async fn run(cli: Cli) -> i32 {
         }
     };
     let global = &cli.global;
+    if let Some(addr) = global.metrics_addr {
+        if let Err(e) = serve_metrics(addr) {
+            eprintln!("coordctl: cannot serve metrics on {addr}: {e}");
+            return ERROR;
+        }
+    }
     let result = match &cli.command {
         Command::Lock(args) => {
             lock::run(global, &mut signals, Side::Mutex, &args.name, &args.command).await
@@ -101,6 +107,23 @@ async fn run(cli: Cli) -> i32 {
             failure.code
         }
     }
+}
+
+/// Serves Prometheus text on `addr` (any path) from a recorder installed for the whole
+/// process, before any session exists (primitives register their handles when built).
+fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        // Histograms as buckets, so that quantiles can be aggregated across processes.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            coord_core::telemetry::SECONDS_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| e.to_string())?;
+    coord_core::telemetry::describe();
+    Ok(())
 }
 
 /// Writes each of `lines` and a newline to stdout, raw bytes as etcdctl prints them, and

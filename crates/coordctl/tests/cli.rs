@@ -1180,3 +1180,95 @@ fn postgres_url_misuse_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
 }
+
+/// The Prometheus text served at `addr`, fetched over plain HTTP/1.0.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to --metrics-addr");
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("read the scrape");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// The value of the series `name` whose labels include every `label="value"` of `labels`.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(id, _)| {
+            id.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| id.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse().expect("a number"))
+}
+
+/// A loopback address nothing listens on now.
+fn free_addr() -> std::net::SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_addr_serves_the_held_gauge_while_the_lock_is_held() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("metrics");
+    let addr = free_addr();
+    let mut cmd = coordctl(&etcd);
+    cmd.arg("--metrics-addr").arg(addr.to_string()).args([
+        "lock",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo held; sleep 30",
+    ]);
+    let mut run = Proc::spawn("coordctl --metrics-addr lock -- sleep", cmd);
+    assert_eq!(run.line(), "held");
+
+    let text = scrape(addr);
+    let lock = [("primitive", "mutex"), ("name", name.as_str())];
+    assert_eq!(series(&text, "coord_held", &lock), Some(1.0), "{text}");
+    assert_eq!(
+        series(&text, "coord_acquisitions_total", &lock),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "coord_acquire_wait_seconds_count", &lock),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        series(&text, "coord_backend_call_seconds_count", &[("op", "txn")]) >= Some(1.0),
+        "the lock's txn: {text}"
+    );
+
+    // Released on SIGTERM: nothing is left held.
+    run.signal(Signal::SIGTERM);
+    run.wait();
+    let backend = backend(&etcd).await;
+    assert!(keys(&backend, &name).await.is_empty());
+}
+
+#[test]
+fn an_unusable_metrics_addr_is_one_line_of_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", "127.0.0.1:1", "--metrics-addr"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .args(["leader", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    one_line(&String::from_utf8_lossy(&out.stderr));
+}
