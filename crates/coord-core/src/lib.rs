@@ -45,12 +45,14 @@ pub mod backend;
 pub mod backend_guide {}
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod counter;
 pub mod counting;
 pub mod election;
 pub mod error;
 pub mod fencing;
 pub mod guard;
 mod held;
+pub mod into_backend;
 pub mod kv;
 pub mod lease;
 mod live;
@@ -62,17 +64,20 @@ pub mod prefixed;
 mod queue;
 pub mod rwlock;
 pub mod session;
+pub mod stm;
 pub mod txn;
 mod wait;
 pub mod watch;
 mod watcher;
 
 pub use backend::{Backend, BackendLimits, Capabilities, Capability, Decorator, DynBackend};
+pub use counter::Counter;
 pub use counting::{AtomicCallCounts, CallCounts, CallKind, Counting};
 pub use election::{Election, ElectionObserver, Leadership};
 pub use error::{BoxError, Error, Result};
 pub use fencing::{Fence, StaleToken};
 pub use guard::{LockGuard, LockKind};
+pub use into_backend::IntoBackend;
 pub use kv::{
     prefix_end, DeleteRequest, DeleteResponse, KeyRange, KeyValue, LeaseId, PutRequest,
     PutResponse, RangeRequest, RangeResponse, Revision, SortOrder, SortTarget,
@@ -83,5 +88,6 @@ pub use observe::{LeaderStream, Observation};
 pub use prefixed::Prefixed;
 pub use rwlock::RwLock;
 pub use session::{Session, SessionBuilder, DEFAULT_TTL};
+pub use stm::{Committed, Isolation, Stm, StmOptions};
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
 pub use watch::{EventKind, WatchEvent, WatchRequest, WatchStream};
