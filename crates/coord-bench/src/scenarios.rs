@@ -49,7 +49,7 @@ pub enum Target {
 }
 
 /// Every scenario, in the order `all` runs them. `mutex_contended` and `rwmutex_mixed` get the
-/// worker count appended (`_w8`). The `mem_` ones run on coord-mem only.
+/// worker count appended (`_w8`), and so does `stm_transfers`. The `mem_` ones run on coord-mem only.
 pub const SCENARIOS: &[&str] = &[
     "mutex_uncontended_lock_unlock",
     "mutex_contended",
@@ -64,6 +64,7 @@ pub const SCENARIOS: &[&str] = &[
     "mem_memory_cycles",
     "pg_commit_rate",
     "pg_bounded",
+    "stm_transfers",
 ];
 
 /// Maps a name given on the command line (a full name, one with a `_wN` suffix, or the Go
@@ -80,12 +81,13 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "rtt" => "round_trips",
         "calls" => "mem_calls_per_release_w1000",
         "memory" => "mem_memory_cycles",
+        "stm" => "stm_transfers",
         other => other,
     };
     let base = match short.rsplit_once("_w") {
         Some((base, n))
             if n.chars().all(|c| c.is_ascii_digit())
-                && (base == "mutex_contended" || base == "rwmutex_mixed") =>
+                && matches!(base, "mutex_contended" | "rwmutex_mixed" | "stm_transfers") =>
         {
             base
         }
@@ -207,11 +209,12 @@ impl Bench {
             "mem_memory_cycles" => self.memory_cycles().await,
             "pg_commit_rate" => self.pg_commit_rate().await,
             "pg_bounded" => self.pg_bounded().await,
+            "stm_transfers" => self.stm_transfers().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }
 
-    fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
+    pub(crate) fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
         if let Some(dir) = &self.dump {
             std::fs::create_dir_all(dir)?;
             let text: String = lat
@@ -868,7 +871,7 @@ fn split_handoff(
 }
 
 /// Calls per operation, for `extra`.
-fn per_op(calls: &CallCounts, ops: u64) -> Value {
+pub(crate) fn per_op(calls: &CallCounts, ops: u64) -> Value {
     let n = ops.max(1) as f64;
     json!({
         "kv_calls_per_op": calls.kv_calls() as f64 / n,
