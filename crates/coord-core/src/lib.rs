@@ -5,6 +5,10 @@
 //! `coord-mem`). On etcd their keys and transactions follow etcd's Go `concurrency` package, so
 //! Go and Rust services share one lock or one election.
 //!
+//! Recipes that need no lease run on the store directly (a backend or a session's):
+//! [`Counter`], a shared `i64` (Curator's `SharedCount`), and [`stm::run`], transactions over
+//! many keys with the isolation levels of Go's `concurrency.STM`.
+//!
 //! # How waiting works
 //!
 //! Each contender writes one key on its [`Session`]'s lease and learns, in the same
