@@ -21,7 +21,9 @@
 #      (scripts/bench-semaphore.sh);
 #  4b. then metrics_overhead (a Prometheus recorder against none) on coord-mem and that etcd
 #      (scripts/bench-metrics.sh);
-#  4c. then, on one PostgreSQL, ours and the advisory-lock anchor alternately (scripts/bench-pg.sh);
+#  4c. then, on the same etcd, STM transfers: ours and Go's concurrency.NewSTM alternately
+#      (scripts/bench-stm.sh);
+#  4d. then, on one PostgreSQL, ours and the advisory-lock anchor alternately (scripts/bench-pg.sh);
 #  5. writes the raw results to bench-results/latest/ (committed, so BENCHMARKS.md can be
 #     checked) and runs coord-bench-report, which rewrites BENCHMARKS.md and the plot.
 #
@@ -53,6 +55,7 @@ shared=$(cd "$shared" && pwd)
 . scripts/bench-scale.sh
 . scripts/bench-semaphore.sh
 . scripts/bench-metrics.sh
+. scripts/bench-stm.sh
 missing=($(missing_etcd_packages) $(missing_postgres_packages))
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || missing+=(golang-etcd-server-dev)
@@ -73,6 +76,7 @@ CARGO_TARGET_DIR=$repo/target/anchors cargo build --release --quiet \
 bench_pg_build
 bench_scale_build
 bench_semaphore_build
+bench_stm_build
 
 ours=$repo/target/release/coord-bench
 report=$repo/target/release/coord-bench-report
@@ -227,7 +231,9 @@ done
 bench_semaphore_run
 # --- 4b. what metrics cost, on coord-mem and on this etcd (scripts/bench-metrics.sh) -------------
 bench_metrics_run
-# --- 4c. PostgreSQL: ours and advisory locks, on one PostgreSQL (etcd stays idle) ---------------
+# --- 4c. STM transfers: ours and Go's concurrency.NewSTM, on the same etcd ---------------------
+bench_stm_run
+# --- 4d. PostgreSQL: ours and advisory locks, on one PostgreSQL (etcd stays idle) ---------------
 bench_pg_run
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
 

@@ -3,8 +3,8 @@
 //! a bound is lost.
 
 use coord::{
-    Election, LeaderStream, Leadership, LockGuard, Mutex, RwLock, Semaphore, SemaphorePermit,
-    Session,
+    Counter, Election, LeaderStream, Leadership, LockGuard, Mutex, RwLock, Semaphore,
+    SemaphorePermit, Session, Stm,
 };
 
 fn send_static<T: Send + 'static>(_: &T) {}
@@ -21,6 +21,8 @@ fn guards_and_handles_are_send_sync_static() {
     send_sync_static::<SemaphorePermit>();
     send_sync_static::<Leadership>();
     send_sync_static::<coord::Error>();
+    send_sync_static::<Counter>();
+    send_sync_static::<Stm>();
     fn send_static_type<T: Send + 'static>() {}
     send_static_type::<LeaderStream>();
 }
@@ -77,4 +79,29 @@ async fn acquire_futures_are_send_static() {
     release.await.unwrap();
     drop((try_acquire, timed));
     session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn counter_and_stm_futures_are_send_static() {
+    let store: coord::DynBackend = std::sync::Arc::new(coord::mem::MemStore::new());
+    let counter = Counter::new(&store, "bounds-counter").unwrap();
+    let add = {
+        let c = counter.clone();
+        async move { c.add(1).await }
+    };
+    send_static(&add);
+    assert_eq!(tokio::spawn(add).await.unwrap().unwrap(), 1);
+
+    let run = coord::stm::run(
+        store.clone(),
+        coord::Isolation::default(),
+        |tx| async move {
+            let v = tx.get("bounds-stm").await?;
+            tx.put("bounds-stm", "1").await?;
+            Ok::<_, coord::Error>(v)
+        },
+    );
+    send_static(&run);
+    let committed = tokio::spawn(run).await.unwrap().unwrap();
+    assert_eq!(committed.value, None);
 }

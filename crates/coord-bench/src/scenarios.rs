@@ -49,7 +49,7 @@ pub enum Target {
 }
 
 /// Every scenario, in the order `all` runs them. `mutex_contended` and `rwmutex_mixed` get the
-/// worker count appended (`_w8`). The `mem_` ones run on coord-mem only.
+/// worker count appended (`_w8`), and so does `stm_transfers`. The `mem_` ones run on coord-mem only.
 pub const SCENARIOS: &[&str] = &[
     "mutex_uncontended_lock_unlock",
     "mutex_contended",
@@ -68,6 +68,7 @@ pub const SCENARIOS: &[&str] = &[
     "election_candidates",
     "semaphore",
     "metrics_overhead",
+    "stm_transfers",
 ];
 
 /// Scenarios `all` leaves out (each holds a thousand sessions for many seconds): they run
@@ -91,12 +92,13 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         // semaphore_w{W}_p3: W comes from --workers, the permits are fixed.
         other if other.starts_with("semaphore_w") => "semaphore",
         "metrics" => "metrics_overhead",
+        "stm" => "stm_transfers",
         other => other,
     };
     let base = match short.rsplit_once("_w") {
         Some((base, n))
             if n.chars().all(|c| c.is_ascii_digit())
-                && (base == "mutex_contended" || base == "rwmutex_mixed") =>
+                && matches!(base, "mutex_contended" | "rwmutex_mixed" | "stm_transfers") =>
         {
             base
         }
@@ -229,6 +231,7 @@ impl Bench {
             "election_candidates" => self.election_candidates().await,
             "semaphore" => self.semaphore().await,
             "metrics_overhead" => self.metrics_overhead().await,
+            "stm_transfers" => self.stm_transfers().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }

@@ -117,6 +117,26 @@ pub enum Error {
         capability: crate::backend::Capability,
     },
 
+    /// A read-modify-write (an STM transaction, a counter's update) kept losing to concurrent
+    /// writers of the same keys and gave up after `attempts` tries. Retrying may succeed.
+    /// Inside an STM attempt, an operation also answers this once the attempt is known to
+    /// conflict; [`stm::run`](crate::stm::run) then retries the attempt.
+    #[error("conflict: gave up after {attempts} attempt(s) lost to concurrent writers")]
+    Conflict {
+        /// How many attempts were made.
+        attempts: u32,
+    },
+
+    /// An arithmetic update (a [`Counter`](crate::Counter)'s add) would leave the range of
+    /// `i64`; nothing was written.
+    #[error("overflow: {value} + {delta} does not fit in an i64")]
+    Overflow {
+        /// The value found.
+        value: i64,
+        /// The change asked for.
+        delta: i64,
+    },
+
     /// The operation was cancelled (its future dropped or its token cancelled).
     #[error("cancelled")]
     Cancelled,
@@ -146,12 +166,13 @@ impl Error {
     }
 
     /// Whether retrying the same call unchanged can succeed: the store was unreachable, a
-    /// deadline passed, or a try-lock found the lock held. Session loss, bad input, missing
-    /// permissions and compaction need the caller to act first.
+    /// deadline passed, a try-lock found the lock held, or a read-modify-write lost to
+    /// concurrent writers. Session loss, bad input, overflow, missing permissions and
+    /// compaction need the caller to act first.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::Timeout | Error::Locked
+            Error::Unavailable { .. } | Error::Timeout | Error::Locked | Error::Conflict { .. }
         )
     }
 }

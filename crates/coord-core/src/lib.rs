@@ -5,6 +5,10 @@
 //! `coord-mem`). On etcd their keys and transactions follow etcd's Go `concurrency` package, so
 //! Go and Rust services share one lock or one election.
 //!
+//! Recipes that need no lease run on the store directly (a backend or a session's):
+//! [`Counter`], a shared `i64` (Curator's `SharedCount`), and [`stm::run`], transactions over
+//! many keys with the isolation levels of Go's `concurrency.STM`.
+//!
 //! # How waiting works
 //!
 //! Each contender writes one key on its [`Session`]'s lease and learns, in the same
@@ -45,12 +49,14 @@ pub mod backend;
 pub mod backend_guide {}
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod counter;
 pub mod counting;
 pub mod election;
 pub mod error;
 pub mod fencing;
 pub mod guard;
 mod held;
+pub mod into_backend;
 pub mod kv;
 pub mod lease;
 mod live;
@@ -65,6 +71,7 @@ pub mod rwlock;
 pub mod semaphore;
 mod semaphore_queue;
 pub mod session;
+pub mod stm;
 pub mod telemetry;
 pub mod txn;
 mod wait;
@@ -72,11 +79,13 @@ pub mod watch;
 mod watcher;
 
 pub use backend::{Backend, BackendLimits, Capabilities, Capability, Decorator, DynBackend};
+pub use counter::Counter;
 pub use counting::{AtomicCallCounts, CallCounts, CallKind, Counting};
 pub use election::{Election, ElectionObserver, Leadership};
 pub use error::{BoxError, Error, Result};
 pub use fencing::{Fence, StaleToken};
 pub use guard::{LockGuard, LockKind};
+pub use into_backend::IntoBackend;
 pub use kv::{
     prefix_end, DeleteRequest, DeleteResponse, KeyRange, KeyValue, LeaseId, PutRequest,
     PutResponse, RangeRequest, RangeResponse, Revision, SortOrder, SortTarget,
@@ -89,6 +98,7 @@ pub use prefixed::Prefixed;
 pub use rwlock::RwLock;
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use session::{Session, SessionBuilder, DEFAULT_TTL};
+pub use stm::{Committed, Isolation, Stm, StmOptions};
 pub use telemetry::NameLabels;
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
 pub use watch::{EventKind, WatchEvent, WatchRequest, WatchStream};

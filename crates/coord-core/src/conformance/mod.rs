@@ -47,12 +47,14 @@
 //! take a process-wide exclusive turn; the others run alongside each other. Another process
 //! writing to the same etcd at the same moment can still upset those four.
 
+mod counter;
 mod election;
 mod lease;
 mod mutex;
 mod rwlock;
 mod semaphore;
 mod session;
+mod stm;
 mod storage;
 pub(crate) mod support;
 mod watch;
@@ -60,6 +62,7 @@ mod watch;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use counter::{counter_compare_and_set, counter_concurrent_adds};
 pub use election::{
     election_cancelled_campaign, election_failover_on_close, election_name_prefix_of_key,
     election_not_leader_after_loss, election_observe_after_compaction, election_observe_leaders,
@@ -89,6 +92,9 @@ pub use session::{
     primitives_reject_bad_input, session_close, session_existing_lease, session_invalid_ttl,
     session_lost_on_revoke, session_one_per_lease, session_resumed_lease_renewed,
     session_unknown_lease,
+};
+pub use stm::{
+    stm_commit_and_abort, stm_isolation_reads, stm_isolation_writes, stm_transfers_keep_sum,
 };
 pub use storage::{
     storage_compaction, storage_key_metadata, storage_key_range_forms, storage_past_revision_reads,
@@ -175,7 +181,13 @@ macro_rules! __coord_conformance_scenarios {
             election_tokens_rise,
             election_cancelled_campaign,
             election_observe_one_revision,
-            election_proposal_size_limit
+            election_proposal_size_limit,
+            counter_concurrent_adds,
+            counter_compare_and_set,
+            stm_transfers_keep_sum,
+            stm_isolation_reads,
+            stm_isolation_writes,
+            stm_commit_and_abort
         }
     };
 }
