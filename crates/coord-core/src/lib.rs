@@ -1,6 +1,7 @@
 //! coord-core: backend traits and coordination primitives written once, generically.
 //!
-//! The primitives — [`Mutex`], [`RwLock`], [`Election`] — run on any [`Backend`]: a store with
+//! The primitives — [`Mutex`], [`RwLock`], [`Election`] — and the recipes — [`Barrier`],
+//! [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] (laid out as etcd's Go `contrib/recipes`) — run on any [`Backend`]: a store with
 //! key-value, revisions, leases, watches and transactions (etcd via `coord-etcd`, memory via
 //! `coord-mem`). On etcd their keys and transactions follow etcd's Go `concurrency` package, so
 //! Go and Rust services share one lock or one election.
@@ -41,14 +42,17 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod barrier;
 #[doc = include_str!("backend_guide.md")]
 pub mod backend_guide {}
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod counting;
+pub mod double_barrier;
 pub mod election;
 pub mod error;
 pub mod fencing;
+pub mod fifo_queue;
 pub mod guard;
 mod held;
 pub mod kv;
@@ -59,7 +63,10 @@ pub mod mutex;
 pub mod names;
 pub mod observe;
 pub mod prefixed;
+pub mod priority_queue;
 mod queue;
+mod queue_claim;
+mod recipe_keys;
 pub mod rwlock;
 pub mod session;
 pub mod txn;
@@ -68,9 +75,12 @@ pub mod watch;
 mod watcher;
 
 pub use backend::{Backend, BackendLimits, Capabilities, Capability, Decorator, DynBackend};
+pub use barrier::Barrier;
 pub use counting::{AtomicCallCounts, CallCounts, CallKind, Counting};
+pub use double_barrier::{DoubleBarrier, DoubleBarrierEntry};
 pub use election::{Election, ElectionObserver, Leadership};
 pub use error::{BoxError, Error, Result};
+pub use fifo_queue::Queue;
 pub use fencing::{Fence, StaleToken};
 pub use guard::{LockGuard, LockKind};
 pub use kv::{
@@ -81,6 +91,7 @@ pub use lease::{LeaseGrant, LeaseTimeToLive};
 pub use mutex::Mutex;
 pub use observe::{LeaderStream, Observation};
 pub use prefixed::Prefixed;
+pub use priority_queue::PriorityQueue;
 pub use rwlock::RwLock;
 pub use session::{Session, SessionBuilder, DEFAULT_TTL};
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
