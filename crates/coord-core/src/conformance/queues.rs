@@ -200,14 +200,18 @@ async fn queue_cancelled_consumer_body(ctx: &Ctx) -> Outcome {
     });
     let gated = Queue::new(gate.clone(), "q")?;
     queue.enqueue("b").await?;
+    let enqueued = ctx.keys(b"q/").await?;
+    ensure_eq!(enqueued.len(), 1, "the element b");
+    let original = enqueued[0].create_revision;
     let consumer = tokio::spawn(async move { gated.dequeue().await });
     super::support::within(super::support::PROMPT, "the claim reaches the store", gate.arrived.notified()).await?;
     consumer.abort();
     let _ = consumer.await;
     gate.open.send_replace(true);
     // Written back: another consumer gets it, exactly once.
+    // Taken by the claim, then written again (a new create revision).
     eventually("the element of the cancelled claim is back", || async {
-        Ok(!ctx.keys(b"q/").await?.is_empty())
+        Ok(ctx.keys(b"q/").await?.iter().any(|kv| kv.create_revision > original))
     })
     .await?;
     let got = queue.try_dequeue().await?;
