@@ -71,7 +71,10 @@ async fn run(args: Args) -> coord::Result<usize> {
     // Let the workers reach the barrier (none may pass while it is held).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let through_early = workers.iter().filter(|w| w.is_finished()).count();
-    println!("{} workers waiting at the barrier", args.workers - through_early);
+    println!(
+        "{} workers waiting at the barrier",
+        args.workers - through_early
+    );
     released.store(true, Ordering::SeqCst);
     let release = Instant::now();
     coordinator.release().await?;
@@ -113,7 +116,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_on_coord_mem_without_violations() {
-        let args = Args { workers: 8, store: no_store(), prefix: "coord-test-barrier".into() };
+        let args = Args {
+            workers: 8,
+            store: no_store(),
+            prefix: "coord-test-barrier".into(),
+        };
         assert_eq!(run(args).await.unwrap(), 0, "violations");
     }
 }

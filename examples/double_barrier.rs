@@ -125,7 +125,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_on_coord_mem_without_violations() {
-        let args = Args { workers: 5, ttl: 5, store: no_store(), prefix: "coord-test-double-barrier".into() };
+        let args = Args {
+            workers: 5,
+            ttl: 5,
+            store: no_store(),
+            prefix: "coord-test-double-barrier".into(),
+        };
         assert_eq!(run(args).await.unwrap(), 0, "violations");
     }
 }

@@ -118,7 +118,10 @@ async fn run(args: Args) -> coord::Result<usize> {
     }
     let queue = Queue::new(backend.clone(), &name)?;
     if let Some(extra) = queue.try_dequeue().await? {
-        println!("VIOLATION: a job left over: {:?}", String::from_utf8_lossy(&extra));
+        println!(
+            "VIOLATION: a job left over: {:?}",
+            String::from_utf8_lossy(&extra)
+        );
         violations += 1;
     }
     println!(
@@ -132,7 +135,13 @@ async fn run(args: Args) -> coord::Result<usize> {
     // Priorities: lowest number first, FIFO within one.
     let pname = format!("{}/{:x}/urgent", args.prefix, std::process::id());
     let urgent = PriorityQueue::new(backend.clone(), &pname)?;
-    let jobs = [("backup", 9), ("page-oncall", 0), ("reindex", 5), ("restart", 0), ("report", 9)];
+    let jobs = [
+        ("backup", 9),
+        ("page-oncall", 0),
+        ("reindex", 5),
+        ("restart", 0),
+        ("report", 9),
+    ];
     for (job, priority) in jobs {
         urgent.enqueue(job, priority).await?;
     }
@@ -169,7 +178,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_on_coord_mem_without_violations() {
-        let args = Args { producers: 4, consumers: 4, jobs: 50, store: no_store(), prefix: "coord-test-queue".into() };
+        let args = Args {
+            producers: 4,
+            consumers: 4,
+            jobs: 50,
+            store: no_store(),
+            prefix: "coord-test-queue".into(),
+        };
         assert_eq!(run(args).await.unwrap(), 0, "violations");
     }
 }

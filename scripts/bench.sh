@@ -15,6 +15,7 @@
 #     and coord-mem's scenarios;
 #     each scenario runs as its own process, and the CPU time of etcd (/proc/<pid>/stat) and of
 #     the process (`times`) over it goes to cpu.tsv;
+#     and the recipes against Go's contrib/recipes (scripts/bench-queues.sh);
 #  4b. then, on one PostgreSQL, ours and the advisory-lock anchor alternately (scripts/bench-pg.sh);
 #  5. writes the raw results to bench-results/latest/ (committed, so BENCHMARKS.md can be
 #     checked) and runs coord-bench-report, which rewrites BENCHMARKS.md and the plot.
@@ -44,6 +45,7 @@ shared=$(cd "$shared" && pwd)
 . scripts/etcd-lib.sh
 . scripts/pg-lib.sh
 . scripts/bench-pg.sh
+. scripts/bench-queues.sh
 missing=($(missing_etcd_packages) $(missing_postgres_packages))
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || missing+=(golang-etcd-server-dev)
@@ -62,6 +64,7 @@ CARGO_TARGET_DIR=$repo/target/anchors cargo build --release --quiet \
 "$shared/anchors/go-etcd-bench/build.sh" "$repo/target/anchors/go-etcd-bench"
 (cd bench/go-latency && GO111MODULE=off GOPATH=/usr/share/gocode go build -o "$repo/target/go-latency" main.go)
 bench_pg_build
+bench_queues_build
 
 ours=$repo/target/release/coord-bench
 report=$repo/target/release/coord-bench-report
@@ -209,6 +212,8 @@ for round in $(seq 1 "$rounds"); do
     "$ours" --backend mem --scenario mem_calls_per_release_w10000
   measure "$round" mem mem_memory_cycles "$dir/mem.jsonl" \
     "$ours" --backend mem --scenario mem_memory_cycles
+  # Recipes: ours and Go's contrib/recipes, alternately (scripts/bench-queues.sh).
+  bench_queues_run "$round" "$dir"
 done
 # --- 4b. PostgreSQL: ours and advisory locks, on one PostgreSQL (etcd stays idle) ---------------
 bench_pg_run

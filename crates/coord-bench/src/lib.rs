@@ -13,8 +13,10 @@
 pub mod alloc;
 pub mod crash;
 mod postgres;
+mod recipes_queue;
 pub mod report;
 mod report_postgres;
+mod report_recipes;
 pub mod scenarios;
 pub mod stats;
 pub mod timeline;

@@ -64,6 +64,8 @@ pub const SCENARIOS: &[&str] = &[
     "mem_memory_cycles",
     "pg_commit_rate",
     "pg_bounded",
+    "queue_throughput",
+    "barrier_release",
 ];
 
 /// Maps a name given on the command line (a full name, one with a `_wN` suffix, or the Go
@@ -80,12 +82,16 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "rtt" => "round_trips",
         "calls" => "mem_calls_per_release_w1000",
         "memory" => "mem_memory_cycles",
+        "queue" => "queue_throughput",
+        "barrier" => "barrier_release",
         other => other,
     };
     let base = match short.rsplit_once("_w") {
         Some((base, n))
             if n.chars().all(|c| c.is_ascii_digit())
-                && (base == "mutex_contended" || base == "rwmutex_mixed") =>
+                && (base == "mutex_contended"
+                    || base == "rwmutex_mixed"
+                    || base == "barrier_release") =>
         {
             base
         }
@@ -207,11 +213,13 @@ impl Bench {
             "mem_memory_cycles" => self.memory_cycles().await,
             "pg_commit_rate" => self.pg_commit_rate().await,
             "pg_bounded" => self.pg_bounded().await,
+            "queue_throughput" => self.queue_throughput().await,
+            "barrier_release" => self.barrier_release().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }
 
-    fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
+    pub(crate) fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
         if let Some(dir) = &self.dump {
             std::fs::create_dir_all(dir)?;
             let text: String = lat

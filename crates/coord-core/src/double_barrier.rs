@@ -69,7 +69,9 @@ impl DoubleBarrier {
     pub fn new(session: &Session, name: impl AsRef<[u8]>, count: usize) -> Result<DoubleBarrier> {
         let prefix = name_prefix(name.as_ref())?;
         if count == 0 {
-            return Err(Error::invalid("a double barrier needs at least 1 participant"));
+            return Err(Error::invalid(
+                "a double barrier needs at least 1 participant",
+            ));
         }
         let mut waiters = prefix.clone();
         waiters.extend_from_slice(b"waiters/");
@@ -244,7 +246,9 @@ async fn wait_written(session: &Session, key: &[u8], after: Revision) -> Result<
     loop {
         let watch = WatchRequest::new(KeyRange::key(key.to_vec())).with_no_delete();
         let mut puts = backend.watch(watch).await?;
-        let read = backend.range(RangeRequest::key(key.to_vec()).with_keys_only()).await?;
+        let read = backend
+            .range(RangeRequest::key(key.to_vec()).with_keys_only())
+            .await?;
         if let Some(kv) = read.kvs.first().filter(|kv| kv.mod_revision > after) {
             return Ok(kv.mod_revision);
         }
@@ -335,7 +339,9 @@ async fn wait_round_gone(session: &Session, round: &RangeRequest) -> Result<()> 
         }
         loop {
             match deletes.next().await {
-                Some(Ok(e)) if e.kind == EventKind::Delete && e.revision() > read.header_revision => {
+                Some(Ok(e))
+                    if e.kind == EventKind::Delete && e.revision() > read.header_revision =>
+                {
                     break;
                 }
                 Some(Ok(_)) => {}

@@ -80,8 +80,8 @@ pub use counting::{AtomicCallCounts, CallCounts, CallKind, Counting};
 pub use double_barrier::{DoubleBarrier, DoubleBarrierEntry};
 pub use election::{Election, ElectionObserver, Leadership};
 pub use error::{BoxError, Error, Result};
-pub use fifo_queue::Queue;
 pub use fencing::{Fence, StaleToken};
+pub use fifo_queue::Queue;
 pub use guard::{LockGuard, LockKind};
 pub use kv::{
     prefix_end, DeleteRequest, DeleteResponse, KeyRange, KeyValue, LeaseId, PutRequest,

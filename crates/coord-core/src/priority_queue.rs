@@ -87,11 +87,22 @@ impl PriorityQueue {
 
     /// Go's `newSequentialKV`: the new key `under<next as %016d>` and the bookkeeping key, if
     /// the bookkeeping key was not written after `read_at`.
-    fn sequence_txn(&self, base: &[u8], under: &[u8], read_at: i64, next: u64, value: &[u8]) -> Txn {
+    fn sequence_txn(
+        &self,
+        base: &[u8],
+        under: &[u8],
+        read_at: i64,
+        next: u64,
+        value: &[u8],
+    ) -> Txn {
         let mut key = under.to_vec();
         key.extend_from_slice(format!("{next:016}").as_bytes());
         Txn::new()
-            .when([Compare::mod_revision(base.to_vec(), CompareOp::Less, read_at + 1)])
+            .when([Compare::mod_revision(
+                base.to_vec(),
+                CompareOp::Less,
+                read_at + 1,
+            )])
             .and_then([
                 TxnOp::Put(PutRequest::new(base.to_vec(), Vec::new())),
                 TxnOp::Put(PutRequest::new(key, value.to_vec())),
@@ -104,7 +115,8 @@ impl PriorityQueue {
         let backend = &self.elements.backend;
         let read = RangeRequest::prefix(under.to_vec()).with_keys_only();
         let read = if backend.capabilities().has(Capability::SortByKeyOrMod) {
-            read.with_sort(SortTarget::Key, SortOrder::Descend).with_limit(1)
+            read.with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(1)
         } else {
             // Unsorted reads come in key order: the last key is the last of them all.
             read

@@ -331,7 +331,10 @@ fn go_recipes() -> Option<std::path::PathBuf> {
                     !etcd_harness::is_ci(),
                     "CI=true: Go interop needs golang-go and golang-etcd-server-dev"
                 );
-                eprintln!("skipped: no go or no etcd Go sources at {}", sources.display());
+                eprintln!(
+                    "skipped: no go or no etcd Go sources at {}",
+                    sources.display()
+                );
                 return None;
             }
             let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-recipes");
@@ -388,7 +391,11 @@ impl GoRecipe {
     async fn lines(&self, n: usize) -> Vec<String> {
         let mut all = Vec::new();
         for _ in 0..n {
-            all.push(self.line(Duration::from_secs(10)).await.expect("a line from Go"));
+            all.push(
+                self.line(Duration::from_secs(10))
+                    .await
+                    .expect("a line from Go"),
+            );
         }
         all
     }
@@ -433,14 +440,22 @@ async fn go_queue_and_coord_queue_share_elements_in_order() {
     let mut args = vec!["enqueue"];
     args.extend(values.iter().map(String::as_str));
     let producer = GoRecipe::spawn(&go, &etcd.endpoints(), &name, &args);
-    assert_eq!(producer.line(Duration::from_secs(10)).await.as_deref(), Some("enqueued"));
+    assert_eq!(
+        producer.line(Duration::from_secs(10)).await.as_deref(),
+        Some("enqueued")
+    );
     assert!(producer.success().await);
 
     // Go enqueues, coord dequeues: Go's elements, in Go's order.
     let queue = Queue::new(backend.clone(), &name).unwrap();
     let mut got = Vec::new();
     for _ in 0..10 {
-        got.push(queue.dequeue_timeout(Duration::from_secs(10)).await.unwrap());
+        got.push(
+            queue
+                .dequeue_timeout(Duration::from_secs(10))
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(texts(got), values);
     assert_eq!(queue.try_dequeue().await.unwrap(), None);
@@ -471,7 +486,10 @@ async fn go_priority_queue_and_coord_share_priorities() {
         &name,
         &["penqueue", "go-a:5", "go-b:1", "go-c:5", "go-d:0"],
     );
-    assert_eq!(producer.line(Duration::from_secs(10)).await.as_deref(), Some("enqueued"));
+    assert_eq!(
+        producer.line(Duration::from_secs(10)).await.as_deref(),
+        Some("enqueued")
+    );
     assert!(producer.success().await);
     let queue = PriorityQueue::new(backend.clone(), &name).unwrap();
     // coord's elements of priority 5 continue Go's sequence there.
@@ -479,7 +497,12 @@ async fn go_priority_queue_and_coord_share_priorities() {
     queue.enqueue("rust-f", 1).await.unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
-        got.push(queue.dequeue_timeout(Duration::from_secs(10)).await.unwrap());
+        got.push(
+            queue
+                .dequeue_timeout(Duration::from_secs(10))
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(texts(got), ["go-d", "go-b", "rust-f"]);
     // Go takes the rest: priority 5, oldest first.
@@ -501,7 +524,10 @@ async fn go_priority_queue_and_coord_share_priorities() {
         .delete(coord_core::DeleteRequest::prefix(format!("__{name}/")))
         .await
         .unwrap();
-    assert_eq!(books.deleted, 5, "bookkeeping keys of priorities 0, 1, 2, 5 and 9");
+    assert_eq!(
+        books.deleted, 5,
+        "bookkeeping keys of priorities 0, 1, 2, 5 and 9"
+    );
 }
 
 /// On an etcd of its own: Go's `Barrier.Wait` only returns after it sees the hold's put, which
@@ -517,18 +543,31 @@ async fn go_barrier_released_by_coord() {
     let backend = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
     let name = unique("barrier");
     let holder = GoRecipe::spawn(&go, &etcd.endpoints(), &name, &["barrier"]);
-    assert_eq!(holder.line(Duration::from_secs(10)).await.as_deref(), Some("held"));
+    assert_eq!(
+        holder.line(Duration::from_secs(10)).await.as_deref(),
+        Some("held")
+    );
     let barrier = Barrier::new(backend.clone(), &name).unwrap();
-    assert!(barrier.is_held().await.unwrap(), "coord sees Go's hold (the key `name`)");
+    assert!(
+        barrier.is_held().await.unwrap(),
+        "coord sees Go's hold (the key `name`)"
+    );
     assert!(!barrier.hold().await.unwrap(), "held already, by Go");
     let waiter = tokio::spawn({
         let barrier = barrier.clone();
         async move { barrier.wait().await }
     });
-    assert_eq!(holder.line(Duration::from_millis(500)).await, None, "Go waits");
+    assert_eq!(
+        holder.line(Duration::from_millis(500)).await,
+        None,
+        "Go waits"
+    );
     assert!(!waiter.is_finished(), "coord waits on Go's barrier");
     assert!(barrier.release().await.unwrap());
-    assert_eq!(holder.line(Duration::from_secs(10)).await.as_deref(), Some("released"));
+    assert_eq!(
+        holder.line(Duration::from_secs(10)).await.as_deref(),
+        Some("released")
+    );
     tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("coord's waiter is released too")
@@ -558,8 +597,15 @@ async fn go_and_coord_share_a_double_barrier() {
                 assert!(Instant::now() < deadline, "Go's key");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            assert_eq!(go_side.line(Duration::from_millis(300)).await, None, "Go waits for 2");
-            let ours = barrier.enter_timeout(Duration::from_secs(10)).await.unwrap();
+            assert_eq!(
+                go_side.line(Duration::from_millis(300)).await,
+                None,
+                "Go waits for 2"
+            );
+            let ours = barrier
+                .enter_timeout(Duration::from_secs(10))
+                .await
+                .unwrap();
             (go_side, ours)
         } else {
             let entering = tokio::spawn({
@@ -581,16 +627,30 @@ async fn go_and_coord_share_a_double_barrier() {
                 .unwrap();
             (go_side, ours)
         };
-        assert_eq!(go_side.line(Duration::from_secs(10)).await.as_deref(), Some("entered"));
+        assert_eq!(
+            go_side.line(Duration::from_secs(10)).await.as_deref(),
+            Some("entered")
+        );
         // Go leaves at once, but cannot get out before coord leaves too.
-        assert_eq!(go_side.line(Duration::from_millis(500)).await, None, "Go waits for coord");
+        assert_eq!(
+            go_side.line(Duration::from_millis(500)).await,
+            None,
+            "Go waits for coord"
+        );
         tokio::time::timeout(Duration::from_secs(10), ours.leave())
             .await
             .expect("coord leaves")
             .unwrap();
-        assert_eq!(go_side.line(Duration::from_secs(10)).await.as_deref(), Some("left"));
+        assert_eq!(
+            go_side.line(Duration::from_secs(10)).await.as_deref(),
+            Some("left")
+        );
         assert!(go_side.success().await);
         session.close().await.unwrap();
-        assert_eq!(prefix_count(&backend, &name).await, 0, "go_first {go_first}: nothing left");
+        assert_eq!(
+            prefix_count(&backend, &name).await,
+            0,
+            "go_first {go_first}: nothing left"
+        );
     }
 }

@@ -33,7 +33,9 @@ async fn barrier_hold_wait_release_body(ctx: &Ctx) -> Outcome {
     ensure!(barrier.is_held().await?, "is_held while held");
     let keys = ctx.keys(b"gate").await?;
     ensure_eq!(
-        keys.iter().map(|kv| (text(&kv.key), kv.lease)).collect::<Vec<_>>(),
+        keys.iter()
+            .map(|kv| (text(&kv.key), kv.lease))
+            .collect::<Vec<_>>(),
         vec![("gate".to_string(), 0)],
         "the barrier's key: the name, on no lease"
     );
@@ -48,7 +50,10 @@ async fn barrier_hold_wait_release_body(ctx: &Ctx) -> Outcome {
         join("a waiter after the release", w).await??;
     }
     ensure!(!barrier.is_held().await?, "is_held after the release");
-    ensure!(!other.release().await?, "a second release finds nothing held");
+    ensure!(
+        !other.release().await?,
+        "a second release finds nothing held"
+    );
     Ok(())
 }
 
@@ -73,9 +78,7 @@ async fn barrier_wait_after_release_body(ctx: &Ctx) -> Outcome {
     within(PROMPT, "wait after the release", barrier.wait()).await??;
     barrier.hold().await?;
     expect_err(
-        barrier
-            .wait_timeout(super::support::SETTLE)
-            .await,
+        barrier.wait_timeout(super::support::SETTLE).await,
         |e| matches!(e, Error::Timeout),
         "wait_timeout on a held barrier",
     )?;
@@ -98,7 +101,11 @@ fn spawn_leave(entry: DoubleBarrierEntry) -> JoinHandle<Result<()>> {
 
 /// `k` participants of the double barrier `name`, each on its own session, entered, in the
 /// order their keys were written (the first is the oldest).
-async fn enter_all(ctx: &Ctx, name: &str, k: usize) -> Outcome<(Vec<Session>, Vec<DoubleBarrierEntry>)> {
+async fn enter_all(
+    ctx: &Ctx,
+    name: &str,
+    k: usize,
+) -> Outcome<(Vec<Session>, Vec<DoubleBarrierEntry>)> {
     let sessions = ctx.sessions(k).await?;
     let waiters = format!("{name}/waiters/");
     let mut entering = Vec::new();
@@ -136,7 +143,11 @@ async fn double_barrier_enter_leave_body(ctx: &Ctx) -> Outcome {
     let waiters = ctx.keys(b"db/waiters/").await?;
     ensure_eq!(waiters.len(), K, "one key per participant");
     for (kv, s) in waiters.iter().zip(&sessions) {
-        ensure_eq!(kv.lease, s.lease(), "a participant's key is on its session's lease");
+        ensure_eq!(
+            kv.lease,
+            s.lease(),
+            "a participant's key is on its session's lease"
+        );
         let suffix = &kv.key[b"db/waiters/".len()..];
         ensure!(
             !suffix.is_empty() && suffix.iter().all(u8::is_ascii_digit),
@@ -167,7 +178,10 @@ async fn double_barrier_enter_leave_body(ctx: &Ctx) -> Outcome {
     for l in leaving {
         join("leaving once all have", l).await??;
     }
-    ensure!(ctx.keys(b"db/").await?.is_empty(), "nothing left after the round");
+    ensure!(
+        ctx.keys(b"db/").await?.is_empty(),
+        "nothing left after the round"
+    );
     Ok(())
 }
 
@@ -195,7 +209,10 @@ async fn double_barrier_crash_body(ctx: &Ctx) -> Outcome {
         join("leaving once the oldest crashed", l).await??;
     }
     drop(oldest);
-    ensure!(ctx.keys(b"crash/").await?.is_empty(), "nothing left after the round");
+    ensure!(
+        ctx.keys(b"crash/").await?.is_empty(),
+        "nothing left after the round"
+    );
 
     // A participant crashes while waiting to enter: the count is not reached by it.
     let [a, b, c, d] = <[Session; 4]>::try_from(ctx.sessions(4).await?)
@@ -223,6 +240,9 @@ async fn double_barrier_crash_body(ctx: &Ctx) -> Outcome {
     for l in leaving {
         join("leaving", l).await??;
     }
-    ensure!(ctx.keys(b"crash2/").await?.is_empty(), "nothing left after the second round");
+    ensure!(
+        ctx.keys(b"crash2/").await?.is_empty(),
+        "nothing left after the second round"
+    );
     Ok(())
 }

@@ -103,7 +103,11 @@ async fn queue_producers_consumers_body(ctx: &Ctx) -> Outcome {
         "an element delivered twice: {:?}",
         seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
     );
-    ensure_eq!(queue.try_dequeue().await?, None, "try_dequeue on the drained queue");
+    ensure_eq!(
+        queue.try_dequeue().await?,
+        None,
+        "try_dequeue on the drained queue"
+    );
     ensure!(ctx.keys(b"jobs/").await?.is_empty(), "no element left");
     Ok(())
 }
@@ -123,7 +127,11 @@ async fn queue_fifo_single_producer_body(ctx: &Ctx) -> Outcome {
         queue.enqueue(format!("{i}")).await?;
     }
     for i in 0..20 {
-        ensure_eq!(text_of(queue.dequeue().await)?, format!("{i}"), "element {i}");
+        ensure_eq!(
+            text_of(queue.dequeue().await)?,
+            format!("{i}"),
+            "element {i}"
+        );
     }
     let mut waiting = {
         let queue = queue.clone();
@@ -131,13 +139,21 @@ async fn queue_fifo_single_producer_body(ctx: &Ctx) -> Outcome {
     };
     still_waiting("dequeue on an empty queue", &mut waiting).await?;
     queue.enqueue("late").await?;
-    ensure_eq!(join("dequeue once an element came", waiting).await??, "late", "the late element");
+    ensure_eq!(
+        join("dequeue once an element came", waiting).await??,
+        "late",
+        "the late element"
+    );
     expect_err(
         queue.dequeue_timeout(super::support::SETTLE).await,
         |e| matches!(e, Error::Timeout),
         "dequeue_timeout on an empty queue",
     )?;
-    ensure_eq!(queue.try_dequeue().await?, None, "try_dequeue on an empty queue");
+    ensure_eq!(
+        queue.try_dequeue().await?,
+        None,
+        "try_dequeue on an empty queue"
+    );
     Ok(())
 }
 
@@ -204,18 +220,31 @@ async fn queue_cancelled_consumer_body(ctx: &Ctx) -> Outcome {
     ensure_eq!(enqueued.len(), 1, "the element b");
     let original = enqueued[0].create_revision;
     let consumer = tokio::spawn(async move { gated.dequeue().await });
-    super::support::within(super::support::PROMPT, "the claim reaches the store", gate.arrived.notified()).await?;
+    super::support::within(
+        super::support::PROMPT,
+        "the claim reaches the store",
+        gate.arrived.notified(),
+    )
+    .await?;
     consumer.abort();
     let _ = consumer.await;
     gate.open.send_replace(true);
     // Written back: another consumer gets it, exactly once.
     // Taken by the claim, then written again (a new create revision).
     eventually("the element of the cancelled claim is back", || async {
-        Ok(ctx.keys(b"q/").await?.iter().any(|kv| kv.create_revision > original))
+        Ok(ctx
+            .keys(b"q/")
+            .await?
+            .iter()
+            .any(|kv| kv.create_revision > original))
     })
     .await?;
     let got = queue.try_dequeue().await?;
-    ensure_eq!(got.map(|v| text(&v)), Some("b".to_string()), "the element written back");
+    ensure_eq!(
+        got.map(|v| text(&v)),
+        Some("b".to_string()),
+        "the element written back"
+    );
     ensure_eq!(queue.try_dequeue().await?, None, "nothing more");
     Ok(())
 }
@@ -232,10 +261,22 @@ scenario!(
 
 async fn priority_queue_order_body(ctx: &Ctx) -> Outcome {
     let queue = PriorityQueue::new(ctx.store.clone(), "pq")?;
-    for (value, priority) in [("a", 5), ("b", 1), ("c", 5), ("d", 0), ("e", 1), ("f", 65535)] {
+    for (value, priority) in [
+        ("a", 5),
+        ("b", 1),
+        ("c", 5),
+        ("d", 0),
+        ("e", 1),
+        ("f", 65535),
+    ] {
         queue.enqueue(value, priority).await?;
     }
-    let keys: Vec<String> = ctx.keys(b"pq/").await?.iter().map(|kv| text(&kv.key)).collect();
+    let keys: Vec<String> = ctx
+        .keys(b"pq/")
+        .await?
+        .iter()
+        .map(|kv| text(&kv.key))
+        .collect();
     ensure_eq!(
         keys,
         vec![
@@ -258,7 +299,11 @@ async fn priority_queue_order_body(ctx: &Ctx) -> Outcome {
     queue.enqueue("g", 5).await?;
     queue.enqueue("g2", 5).await?;
     ensure_eq!(
-        ctx.keys(b"pq/").await?.iter().map(|kv| text(&kv.key)).collect::<Vec<_>>(),
+        ctx.keys(b"pq/")
+            .await?
+            .iter()
+            .map(|kv| text(&kv.key))
+            .collect::<Vec<_>>(),
         vec!["pq/00005/0000000000000000", "pq/00005/0000000000000001"],
         "sequence numbers of an emptied priority"
     );
@@ -280,16 +325,35 @@ async fn priority_queue_order_body(ctx: &Ctx) -> Outcome {
         ("h".to_string(), "i".to_string()),
         "late elements"
     );
-    ensure_eq!(queue.try_dequeue().await?, None, "try_dequeue on an empty queue");
-    let books: Vec<String> = ctx.keys(b"__pq/").await?.iter().map(|kv| text(&kv.key)).collect();
+    ensure_eq!(
+        queue.try_dequeue().await?,
+        None,
+        "try_dequeue on an empty queue"
+    );
+    let books: Vec<String> = ctx
+        .keys(b"__pq/")
+        .await?
+        .iter()
+        .map(|kv| text(&kv.key))
+        .collect();
     let mut books_sorted = books.clone();
     books_sorted.sort();
     ensure_eq!(
         books_sorted,
-        vec!["__pq/00000", "__pq/00001", "__pq/00005", "__pq/00007", "__pq/65535"],
+        vec![
+            "__pq/00000",
+            "__pq/00001",
+            "__pq/00005",
+            "__pq/00007",
+            "__pq/65535"
+        ],
         "bookkeeping keys, one per priority used"
     );
-    ensure_eq!(queue.bookkeeping_key(7), b"__pq/00007".to_vec(), "bookkeeping_key");
+    ensure_eq!(
+        queue.bookkeeping_key(7),
+        b"__pq/00007".to_vec(),
+        "bookkeeping_key"
+    );
     ctx.store.delete(DeleteRequest::prefix("__pq/")).await?;
     Ok(())
 }
@@ -308,16 +372,40 @@ async fn recipes_reject_bad_input_body(ctx: &Ctx) -> Outcome {
     let session = ctx.session().await?;
     for name in [&b""[..], &long[..]] {
         expect_err(Queue::new(ctx.store.clone(), name), invalid, "Queue name")?;
-        expect_err(PriorityQueue::new(ctx.store.clone(), name), invalid, "PriorityQueue name")?;
-        expect_err(crate::Barrier::new(ctx.store.clone(), name), invalid, "Barrier name")?;
-        expect_err(crate::DoubleBarrier::new(&session, name, 2), invalid, "DoubleBarrier name")?;
+        expect_err(
+            PriorityQueue::new(ctx.store.clone(), name),
+            invalid,
+            "PriorityQueue name",
+        )?;
+        expect_err(
+            crate::Barrier::new(ctx.store.clone(), name),
+            invalid,
+            "Barrier name",
+        )?;
+        expect_err(
+            crate::DoubleBarrier::new(&session, name, 2),
+            invalid,
+            "DoubleBarrier name",
+        )?;
     }
-    expect_err(crate::DoubleBarrier::new(&session, "db", 0), invalid, "0 participants")?;
+    expect_err(
+        crate::DoubleBarrier::new(&session, "db", 0),
+        invalid,
+        "0 participants",
+    )?;
     let huge = vec![0u8; ctx.store.limits().max_request_bytes + 1];
     let queue = Queue::new(ctx.store.clone(), "q")?;
-    expect_err(queue.enqueue(&huge).await, invalid, "an element over the store's limit")?;
+    expect_err(
+        queue.enqueue(&huge).await,
+        invalid,
+        "an element over the store's limit",
+    )?;
     let pq = PriorityQueue::new(ctx.store.clone(), "pq")?;
-    expect_err(pq.enqueue(&huge, 3).await, invalid, "a priority element over the limit")?;
+    expect_err(
+        pq.enqueue(&huge, 3).await,
+        invalid,
+        "a priority element over the limit",
+    )?;
     ensure!(ctx.keys(b"").await?.is_empty(), "nothing written");
     Ok(())
 }
