@@ -94,7 +94,7 @@ impl DoubleBarrier {
     /// Enters: writes this participant's key, and waits until `count` participants have
     /// entered. Fails with [`Error::InvalidArgument`] when `count` are in already (its key is
     /// removed again), [`Error::SessionExpired`] / [`Error::SessionClosed`] when the session
-    /// ends while waiting.
+    /// ends while waiting, [`Error::NotHeld`] when its key is deleted meanwhile (an operator).
     ///
     /// # Cancel safety
     ///
@@ -149,7 +149,8 @@ impl DoubleBarrier {
         } else {
             tokio::select! {
                 rev = wait_written(session, &self.ready, held.rev) => rev?,
-                _ = session.lost() => return Err(session.ended_error()),
+                // The session ended, or someone deleted this participant's key.
+                e = held.lost() => return Err(e),
             }
         };
         tracing::debug!(key = %String::from_utf8_lossy(&held.key), count, "entered double barrier");

@@ -188,8 +188,9 @@ async fn double_barrier_enter_leave_body(ctx: &Ctx) -> Outcome {
 scenario!(
     /// A participant crashes (its lease revoked) while the others leave: they are let out as
     /// it counts as left, also when it was the oldest (the one the others wait for) and when
-    /// it crashes before entering is over (the count then waits for a new participant).
-    /// Nothing is left afterwards.
+    /// it crashes before entering is over (the count then waits for a new participant; the
+    /// crashed one's `enter` fails with [`Error::SessionExpired`]). A waiting participant whose
+    /// key is deleted by someone fails with [`Error::NotHeld`]. Nothing is left afterwards.
     double_barrier_crash,
     Shared,
     double_barrier_crash_body
@@ -244,5 +245,18 @@ async fn double_barrier_crash_body(ctx: &Ctx) -> Outcome {
         ctx.keys(b"crash2/").await?.is_empty(),
         "nothing left after the second round"
     );
+
+    // A waiting participant whose key an operator deletes fails with NotHeld.
+    let e = ctx.session().await?;
+    let entering = spawn_enter(&DoubleBarrier::new(&e, "crash3", 2)?);
+    ctx.wait_keys(b"crash3/waiters/", 1).await?;
+    ctx.store
+        .delete(crate::kv::DeleteRequest::prefix("crash3/waiters/"))
+        .await?;
+    expect_err(
+        join("a participant whose key was deleted", entering).await?,
+        |e| matches!(e, Error::NotHeld { .. }),
+        "entering after the key was deleted",
+    )?;
     Ok(())
 }
