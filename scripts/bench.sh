@@ -16,7 +16,7 @@
 #     each scenario runs as its own process, and the CPU time of etcd (/proc/<pid>/stat) and of
 #     the process (`times`) over it goes to cpu.tsv;
 #     then (scripts/bench-scale.sh) 1,000 idle sessions, ours and Go's, and an election with
-#     1,000 candidates;
+#     1,000 candidates, and the recipes against Go's contrib/recipes (scripts/bench-queues.sh);
 #  4a. then the semaphore, ours and a Go semaphore on clientv3 alternately
 #      (scripts/bench-semaphore.sh);
 #  4b. then metrics_overhead (a Prometheus recorder against none) on coord-mem and that etcd
@@ -56,6 +56,7 @@ shared=$(cd "$shared" && pwd)
 . scripts/bench-semaphore.sh
 . scripts/bench-metrics.sh
 . scripts/bench-stm.sh
+. scripts/bench-queues.sh
 missing=($(missing_etcd_packages) $(missing_postgres_packages))
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || missing+=(golang-etcd-server-dev)
@@ -77,6 +78,7 @@ bench_pg_build
 bench_scale_build
 bench_semaphore_build
 bench_stm_build
+bench_queues_build
 
 ours=$repo/target/release/coord-bench
 report=$repo/target/release/coord-bench-report
@@ -226,6 +228,8 @@ for round in $(seq 1 "$rounds"); do
     "$ours" --backend mem --scenario mem_calls_per_release_w10000
   measure "$round" mem mem_memory_cycles "$dir/mem.jsonl" \
     "$ours" --backend mem --scenario mem_memory_cycles
+  # Recipes: ours and Go's contrib/recipes, alternately (scripts/bench-queues.sh).
+  bench_queues_run "$round" "$dir"
 done
 # --- 4a. the semaphore, ours and the Go anchor (scripts/bench-semaphore.sh) ----------------------
 bench_semaphore_run

@@ -3,8 +3,8 @@
 //! a bound is lost.
 
 use coord::{
-    Counter, Election, LeaderStream, Leadership, LockGuard, Mutex, RwLock, Semaphore,
-    SemaphorePermit, Session, Stm,
+    Barrier, Counter, DoubleBarrier, DoubleBarrierEntry, Election, LeaderStream, Leadership,
+    LockGuard, Mutex, PriorityQueue, Queue, RwLock, Semaphore, SemaphorePermit, Session, Stm,
 };
 
 fn send_static<T: Send + 'static>(_: &T) {}
@@ -23,6 +23,11 @@ fn guards_and_handles_are_send_sync_static() {
     send_sync_static::<coord::Error>();
     send_sync_static::<Counter>();
     send_sync_static::<Stm>();
+    send_sync_static::<Barrier>();
+    send_sync_static::<DoubleBarrier>();
+    send_sync_static::<DoubleBarrierEntry>();
+    send_sync_static::<Queue>();
+    send_sync_static::<PriorityQueue>();
     fn send_static_type<T: Send + 'static>() {}
     send_static_type::<LeaderStream>();
 }
@@ -104,4 +109,50 @@ async fn counter_and_stm_futures_are_send_static() {
     send_static(&run);
     let committed = tokio::spawn(run).await.unwrap().unwrap();
     assert_eq!(committed.value, None);
+}
+
+#[tokio::test]
+async fn recipe_futures_are_send_static() {
+    let store = coord::mem::MemStore::new();
+    let session = Session::new(store.clone(), 5).await.unwrap();
+    let queue = Queue::new(store.clone(), "bounds-q").unwrap();
+    let pq = PriorityQueue::new(store.clone(), "bounds-pq").unwrap();
+    let barrier = Barrier::new(store.clone(), "bounds-b").unwrap();
+    let double = DoubleBarrier::new(&session, "bounds-db", 1).unwrap();
+
+    let (q1, q2, q3) = (queue.clone(), queue.clone(), queue.clone());
+    let enqueue = async move { q1.enqueue("x").await };
+    let dequeue = async move { q2.dequeue().await };
+    let try_dequeue = async move { q3.try_dequeue().await };
+    let (p1, p2) = (pq.clone(), pq.clone());
+    let penqueue = async move { p1.enqueue("y", 1).await };
+    let pdequeue = async move { p2.dequeue().await };
+    let (b1, b2) = (barrier.clone(), barrier.clone());
+    let hold = async move { b1.hold().await };
+    let wait = async move { b2.wait().await };
+    let d = double.clone();
+    let enter = async move { d.enter().await };
+    send_static(&enqueue);
+    send_static(&dequeue);
+    send_static(&try_dequeue);
+    send_static(&penqueue);
+    send_static(&pdequeue);
+    send_static(&hold);
+    send_static(&wait);
+    send_static(&enter);
+
+    // And they run on a multi-threaded runtime.
+    tokio::spawn(enqueue).await.unwrap().unwrap();
+    assert_eq!(tokio::spawn(dequeue).await.unwrap().unwrap(), b"x");
+    tokio::spawn(penqueue).await.unwrap().unwrap();
+    assert_eq!(tokio::spawn(pdequeue).await.unwrap().unwrap(), b"y");
+    assert_eq!(tokio::spawn(try_dequeue).await.unwrap().unwrap(), None);
+    assert!(tokio::spawn(hold).await.unwrap().unwrap());
+    barrier.release().await.unwrap();
+    tokio::spawn(wait).await.unwrap().unwrap();
+    let entry = tokio::spawn(enter).await.unwrap().unwrap();
+    let leave = entry.leave();
+    send_static(&leave);
+    leave.await.unwrap();
+    session.close().await.unwrap();
 }

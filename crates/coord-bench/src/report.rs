@@ -968,6 +968,10 @@ pub fn render(r: &Results, plot: Option<&str>, scaling: Option<&str>, notes: &st
         md.push_str(&section);
     }
 
+    if let Some(section) = crate::report_recipes::render(r) {
+        md.push_str(&section);
+    }
+
     if !notes.trim().is_empty() {
         let _ = writeln!(md, "{}\n", notes.trim());
     }

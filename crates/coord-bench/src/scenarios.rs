@@ -69,6 +69,8 @@ pub const SCENARIOS: &[&str] = &[
     "semaphore",
     "metrics_overhead",
     "stm_transfers",
+    "queue_throughput",
+    "barrier_release",
 ];
 
 /// Scenarios `all` leaves out (each holds a thousand sessions for many seconds): they run
@@ -93,12 +95,17 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         other if other.starts_with("semaphore_w") => "semaphore",
         "metrics" => "metrics_overhead",
         "stm" => "stm_transfers",
+        "queue" => "queue_throughput",
+        "barrier" => "barrier_release",
         other => other,
     };
     let base = match short.rsplit_once("_w") {
         Some((base, n))
             if n.chars().all(|c| c.is_ascii_digit())
-                && matches!(base, "mutex_contended" | "rwmutex_mixed" | "stm_transfers") =>
+                && matches!(
+                    base,
+                    "mutex_contended" | "rwmutex_mixed" | "stm_transfers" | "barrier_release"
+                ) =>
         {
             base
         }
@@ -232,6 +239,8 @@ impl Bench {
             "semaphore" => self.semaphore().await,
             "metrics_overhead" => self.metrics_overhead().await,
             "stm_transfers" => self.stm_transfers().await,
+            "queue_throughput" => self.queue_throughput().await,
+            "barrier_release" => self.barrier_release().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }

@@ -143,6 +143,12 @@ impl HeldKey {
         Compare::create_revision(self.key.to_vec(), CompareOp::Equal, self.rev)
     }
 
+    /// Gives the key up without deleting it: its create-if-absent write found the key taken by
+    /// someone else (a unique key's collision), so it is not this contender's to delete.
+    pub(crate) fn forget(mut self) {
+        self.release_on_drop = false;
+    }
+
     /// Deletes the key if it is still this one; when it was already gone, says why
     /// ([`Error::NotHeld`] or the session's end). After the session ended nothing is sent: its
     /// keys are gone, or (detached) belong to whoever took the lease over.

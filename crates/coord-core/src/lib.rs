@@ -1,6 +1,8 @@
 //! coord-core: backend traits and coordination primitives written once, generically.
 //!
-//! The primitives — [`Mutex`], [`RwLock`], [`Election`], [`Semaphore`] — run on any [`Backend`]: a store with
+//! The primitives — [`Mutex`], [`RwLock`], [`Election`], [`Semaphore`] — and the recipes —
+//! [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] (laid out as etcd's Go
+//! `contrib/recipes`), [`Counter`], [`stm`] — run on any [`Backend`]: a store with
 //! key-value, revisions, leases, watches and transactions (etcd via `coord-etcd`, memory via
 //! `coord-mem`). On etcd their keys and transactions follow etcd's Go `concurrency` package, so
 //! Go and Rust services share one lock or one election.
@@ -45,15 +47,18 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod barrier;
 #[doc = include_str!("backend_guide.md")]
 pub mod backend_guide {}
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod counter;
 pub mod counting;
+pub mod double_barrier;
 pub mod election;
 pub mod error;
 pub mod fencing;
+pub mod fifo_queue;
 pub mod guard;
 mod held;
 pub mod into_backend;
@@ -66,7 +71,10 @@ pub mod mutex;
 pub mod names;
 pub mod observe;
 pub mod prefixed;
+pub mod priority_queue;
 mod queue;
+mod queue_claim;
+mod recipe_keys;
 pub mod rwlock;
 pub mod semaphore;
 mod semaphore_queue;
@@ -79,11 +87,14 @@ pub mod watch;
 mod watcher;
 
 pub use backend::{Backend, BackendLimits, Capabilities, Capability, Decorator, DynBackend};
+pub use barrier::Barrier;
 pub use counter::Counter;
 pub use counting::{AtomicCallCounts, CallCounts, CallKind, Counting};
+pub use double_barrier::{DoubleBarrier, DoubleBarrierEntry};
 pub use election::{Election, ElectionObserver, Leadership};
 pub use error::{BoxError, Error, Result};
 pub use fencing::{Fence, StaleToken};
+pub use fifo_queue::Queue;
 pub use guard::{LockGuard, LockKind};
 pub use into_backend::IntoBackend;
 pub use kv::{
@@ -95,6 +106,7 @@ pub use metered::Metered;
 pub use mutex::Mutex;
 pub use observe::{LeaderStream, Observation};
 pub use prefixed::Prefixed;
+pub use priority_queue::PriorityQueue;
 pub use rwlock::RwLock;
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use session::{Session, SessionBuilder, DEFAULT_TTL};

@@ -1,12 +1,17 @@
 //! Interop with etcd's Go `concurrency` package, through Debian's `etcdctl` 3.4: a Go holder
 //! and a coord holder exclude each other on one lock, and both agree on one election leader.
+//! And with Go's `contrib/recipes`, through a Go program built from `tests/go/recipes` (with
+//! Debian's packaged etcd 3.4 sources): queues and priority queues filled by one side and
+//! emptied by the other, a Go barrier released by coord, a Go + coord double barrier.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coord_core::{Election, Error, Mutex, RangeRequest, Session};
+use coord_core::{
+    Barrier, DoubleBarrier, Election, Error, Mutex, PriorityQueue, Queue, RangeRequest, Session,
+};
 use coord_etcd::{EtcdBackend, EtcdConfig};
 use etcd_harness::TestEtcd;
 use futures::StreamExt;
@@ -310,4 +315,342 @@ async fn coord_leader_is_what_etcdctl_elect_listen_prints() {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The Go recipes program, built once per test process into Cargo's temp dir; `None` (skip)
+/// without `go` or the packaged etcd sources, except under `CI=true` (then it panics).
+fn go_recipes() -> Option<std::path::PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let gopath = "/usr/share/gocode";
+            let sources = std::path::Path::new(gopath).join("src/go.etcd.io/etcd/contrib/recipes");
+            let have_go = Command::new("go").arg("version").output().is_ok();
+            if !have_go || !sources.is_dir() {
+                assert!(
+                    !etcd_harness::is_ci(),
+                    "CI=true: Go interop needs golang-go and golang-etcd-server-dev"
+                );
+                eprintln!(
+                    "skipped: no go or no etcd Go sources at {}",
+                    sources.display()
+                );
+                return None;
+            }
+            let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-recipes");
+            let main = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/recipes/main.go");
+            let status = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(main)
+                .env("GO111MODULE", "off")
+                .env("GOPATH", gopath)
+                .env("GOFLAGS", "")
+                .status()
+                .expect("run go build");
+            assert!(status.success(), "go build of tests/go/recipes failed");
+            Some(out)
+        })
+        .clone()
+}
+
+/// A run of the Go recipes program, killed on drop; its stdout lines arrive on a channel.
+struct GoRecipe {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl GoRecipe {
+    fn spawn(bin: &std::path::Path, endpoints: &[String], name: &str, args: &[&str]) -> GoRecipe {
+        let mut child = Command::new(bin)
+            .arg(format!("-endpoints={}", endpoints.join(",")))
+            .arg(format!("-name={name}"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the Go recipes program");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        GoRecipe { child, lines }
+    }
+
+    /// The next line, within `timeout` (waited for off the async runtime's threads).
+    async fn line(&self, timeout: Duration) -> Option<String> {
+        tokio::task::block_in_place(|| self.lines.recv_timeout(timeout).ok())
+    }
+
+    /// The next `n` lines, each within 10 s.
+    async fn lines(&self, n: usize) -> Vec<String> {
+        let mut all = Vec::new();
+        for _ in 0..n {
+            all.push(
+                self.line(Duration::from_secs(10))
+                    .await
+                    .expect("a line from Go"),
+            );
+        }
+        all
+    }
+
+    /// Waits (up to 10 s) for it to exit; its success.
+    async fn success(mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+impl Drop for GoRecipe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn texts(values: Vec<Vec<u8>>) -> Vec<String> {
+    values
+        .into_iter()
+        .map(|v| String::from_utf8(v).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn go_queue_and_coord_queue_share_elements_in_order() {
+    let Some((etcd, backend)) = setup().await else {
+        return;
+    };
+    let Some(go) = go_recipes() else {
+        return;
+    };
+    let name = unique("queue");
+    let values: Vec<String> = (0..10).map(|i| format!("go-{i}")).collect();
+    let mut args = vec!["enqueue"];
+    args.extend(values.iter().map(String::as_str));
+    let producer = GoRecipe::spawn(&go, &etcd.endpoints(), &name, &args);
+    assert_eq!(
+        producer.line(Duration::from_secs(10)).await.as_deref(),
+        Some("enqueued")
+    );
+    assert!(producer.success().await);
+
+    // Go enqueues, coord dequeues: Go's elements, in Go's order.
+    let queue = Queue::new(backend.clone(), &name).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.push(
+            queue
+                .dequeue_timeout(Duration::from_secs(10))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(texts(got), values);
+    assert_eq!(queue.try_dequeue().await.unwrap(), None);
+
+    // coord enqueues, Go dequeues (Go waits first: its watch sees coord's puts).
+    let consumer = GoRecipe::spawn(&go, &etcd.endpoints(), &name, &["dequeue", "10"]);
+    let ours: Vec<String> = (0..10).map(|i| format!("rust-{i}")).collect();
+    for v in &ours {
+        queue.enqueue(v).await.unwrap();
+    }
+    assert_eq!(consumer.lines(10).await, ours);
+    assert!(consumer.success().await);
+    assert_eq!(prefix_count(&backend, &name).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn go_priority_queue_and_coord_share_priorities() {
+    let Some((etcd, backend)) = setup().await else {
+        return;
+    };
+    let Some(go) = go_recipes() else {
+        return;
+    };
+    let name = unique("pqueue");
+    let producer = GoRecipe::spawn(
+        &go,
+        &etcd.endpoints(),
+        &name,
+        &["penqueue", "go-a:5", "go-b:1", "go-c:5", "go-d:0"],
+    );
+    assert_eq!(
+        producer.line(Duration::from_secs(10)).await.as_deref(),
+        Some("enqueued")
+    );
+    assert!(producer.success().await);
+    let queue = PriorityQueue::new(backend.clone(), &name).unwrap();
+    // coord's elements of priority 5 continue Go's sequence there.
+    queue.enqueue("rust-e", 5).await.unwrap();
+    queue.enqueue("rust-f", 1).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(
+            queue
+                .dequeue_timeout(Duration::from_secs(10))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(texts(got), ["go-d", "go-b", "rust-f"]);
+    // Go takes the rest: priority 5, oldest first.
+    let consumer = GoRecipe::spawn(&go, &etcd.endpoints(), &name, &["pdequeue", "3"]);
+    assert_eq!(consumer.lines(3).await, ["go-a", "go-c", "rust-e"]);
+    assert!(consumer.success().await);
+
+    // coord enqueues, Go dequeues by priority.
+    for (v, p) in [("r1", 9), ("r2", 2), ("r3", 9), ("r4", 0)] {
+        queue.enqueue(v, p).await.unwrap();
+    }
+    let consumer = GoRecipe::spawn(&go, &etcd.endpoints(), &name, &["pdequeue", "4"]);
+    assert_eq!(consumer.lines(4).await, ["r4", "r2", "r1", "r3"]);
+    assert!(consumer.success().await);
+    assert_eq!(prefix_count(&backend, &name).await, 0);
+    // Go's bookkeeping keys (`__name/<priority>`) stay, as in Go; cleaned up here.
+    use coord_core::Backend;
+    let books = backend
+        .delete(coord_core::DeleteRequest::prefix(format!("__{name}/")))
+        .await
+        .unwrap();
+    assert_eq!(
+        books.deleted, 5,
+        "bookkeeping keys of priorities 0, 1, 2, 5 and 9"
+    );
+}
+
+/// On an etcd of its own: Go's `Barrier.Wait` only returns after it sees the hold's put, which
+/// it misses when anything else is written between the hold and its read.
+#[tokio::test(flavor = "multi_thread")]
+async fn go_barrier_released_by_coord() {
+    let Some(etcd) = etcd_harness::EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let Some(go) = go_recipes() else {
+        return;
+    };
+    let backend = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+    let name = unique("barrier");
+    let holder = GoRecipe::spawn(&go, &etcd.endpoints(), &name, &["barrier"]);
+    assert_eq!(
+        holder.line(Duration::from_secs(10)).await.as_deref(),
+        Some("held")
+    );
+    let barrier = Barrier::new(backend.clone(), &name).unwrap();
+    assert!(
+        barrier.is_held().await.unwrap(),
+        "coord sees Go's hold (the key `name`)"
+    );
+    assert!(!barrier.hold().await.unwrap(), "held already, by Go");
+    let waiter = tokio::spawn({
+        let barrier = barrier.clone();
+        async move { barrier.wait().await }
+    });
+    assert_eq!(
+        holder.line(Duration::from_millis(500)).await,
+        None,
+        "Go waits"
+    );
+    assert!(!waiter.is_finished(), "coord waits on Go's barrier");
+    assert!(barrier.release().await.unwrap());
+    assert_eq!(
+        holder.line(Duration::from_secs(10)).await.as_deref(),
+        Some("released")
+    );
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("coord's waiter is released too")
+        .unwrap()
+        .unwrap();
+    assert!(holder.success().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn go_and_coord_share_a_double_barrier() {
+    let Some((etcd, backend)) = setup().await else {
+        return;
+    };
+    let Some(go) = go_recipes() else {
+        return;
+    };
+    // Go first (the oldest, which leaves last), then coord first.
+    for go_first in [true, false] {
+        let name = unique("dbarrier");
+        let session = Session::new(Arc::new(backend.clone()), 10).await.unwrap();
+        let barrier = DoubleBarrier::new(&session, &name, 2).unwrap();
+        let (go_side, ours) = if go_first {
+            let go_side = GoRecipe::spawn(&go, &etcd.endpoints(), &name, &["dbarrier", "2"]);
+            // Wait for Go's key before entering.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while prefix_count(&backend, &format!("{name}/waiters")).await == 0 {
+                assert!(Instant::now() < deadline, "Go's key");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                go_side.line(Duration::from_millis(300)).await,
+                None,
+                "Go waits for 2"
+            );
+            let ours = barrier
+                .enter_timeout(Duration::from_secs(10))
+                .await
+                .unwrap();
+            (go_side, ours)
+        } else {
+            let entering = tokio::spawn({
+                let barrier = barrier.clone();
+                async move { barrier.enter().await }
+            });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while prefix_count(&backend, &format!("{name}/waiters")).await == 0 {
+                assert!(Instant::now() < deadline, "coord's key");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!entering.is_finished(), "coord waits for 2");
+            let go_side = GoRecipe::spawn(&go, &etcd.endpoints(), &name, &["dbarrier", "2"]);
+            let ours = tokio::time::timeout(Duration::from_secs(10), entering)
+                .await
+                .expect("coord enters once Go did")
+                .unwrap()
+                .unwrap();
+            (go_side, ours)
+        };
+        assert_eq!(
+            go_side.line(Duration::from_secs(10)).await.as_deref(),
+            Some("entered")
+        );
+        // Go leaves at once, but cannot get out before coord leaves too.
+        assert_eq!(
+            go_side.line(Duration::from_millis(500)).await,
+            None,
+            "Go waits for coord"
+        );
+        tokio::time::timeout(Duration::from_secs(10), ours.leave())
+            .await
+            .expect("coord leaves")
+            .unwrap();
+        assert_eq!(
+            go_side.line(Duration::from_secs(10)).await.as_deref(),
+            Some("left")
+        );
+        assert!(go_side.success().await);
+        session.close().await.unwrap();
+        assert_eq!(
+            prefix_count(&backend, &name).await,
+            0,
+            "go_first {go_first}: nothing left"
+        );
+    }
 }

@@ -47,10 +47,12 @@
 //! take a process-wide exclusive turn; the others run alongside each other. Another process
 //! writing to the same etcd at the same moment can still upset those four.
 
+mod barriers;
 mod counter;
 mod election;
 mod lease;
 mod mutex;
+mod queues;
 mod rwlock;
 mod semaphore;
 mod session;
@@ -62,6 +64,10 @@ mod watch;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use barriers::{
+    barrier_hold_wait_release, barrier_wait_after_release, double_barrier_crash,
+    double_barrier_enter_leave,
+};
 pub use counter::{counter_compare_and_set, counter_concurrent_adds};
 pub use election::{
     election_cancelled_campaign, election_failover_on_close, election_name_prefix_of_key,
@@ -77,6 +83,10 @@ pub use mutex::{
     mutex_try_lock_one_wins, mutex_try_lock_same_session, mutex_unlock_after_key_gone,
     mutex_waiter_ahead_expires, mutex_waiter_key_deleted, mutex_waiter_session_closed,
     mutex_waiter_session_revoked, mutex_watches_bounded,
+};
+pub use queues::{
+    priority_queue_order, queue_cancelled_consumer, queue_fifo_single_producer,
+    queue_producers_consumers, recipes_reject_bad_input,
 };
 pub use rwlock::{
     rwlock_cancelled_writer, rwlock_contention, rwlock_fifo_fairness, rwlock_reader_expires,
@@ -187,7 +197,16 @@ macro_rules! __coord_conformance_scenarios {
             stm_transfers_keep_sum,
             stm_isolation_reads,
             stm_isolation_writes,
-            stm_commit_and_abort
+            stm_commit_and_abort,
+            barrier_hold_wait_release,
+            barrier_wait_after_release,
+            double_barrier_enter_leave,
+            double_barrier_crash,
+            queue_producers_consumers,
+            queue_fifo_single_producer,
+            queue_cancelled_consumer,
+            priority_queue_order,
+            recipes_reject_bad_input
         }
     };
 }
