@@ -80,6 +80,7 @@
 mod backend;
 mod config;
 mod error;
+mod keep_alive;
 mod transport;
 mod watch;
 
