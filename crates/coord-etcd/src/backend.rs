@@ -33,9 +33,12 @@ use crate::watch::{self, WatchSettings};
 /// [`Error::Unavailable`]. Failures map into [`Error`] by meaning (see the crate docs), with
 /// etcd's error kept as the source.
 ///
-/// `lease_keep_alive` keeps one keep-alive stream per lease and reuses it (a renewal is then
-/// one message each way); the stream is dropped when it fails, when the lease is revoked or
-/// gone, and after two minutes without use.
+/// `lease_keep_alive` renews over **one** `LeaseKeepAlive` stream shared by every lease of the
+/// backend (and its clones), as etcd's Go client does: a renewal is one message each way, and
+/// 1,000 sessions hold one stream on etcd, not 1,000. The stream is opened by the first
+/// renewal, re-opened by the next renewal after it failed (those waiting on it get
+/// [`Error::Unavailable`]), and closed after two minutes without renewals or when the last
+/// clone of the backend is dropped.
 #[derive(Clone)]
 pub struct EtcdBackend {
     inner: Arc<Inner>,
