@@ -15,6 +15,8 @@
 #     and coord-mem's scenarios;
 #     each scenario runs as its own process, and the CPU time of etcd (/proc/<pid>/stat) and of
 #     the process (`times`) over it goes to cpu.tsv;
+#     then (scripts/bench-scale.sh) 1,000 idle sessions, ours and Go's, and an election with
+#     1,000 candidates;
 #  4b. then, on one PostgreSQL, ours and the advisory-lock anchor alternately (scripts/bench-pg.sh);
 #  5. writes the raw results to bench-results/latest/ (committed, so BENCHMARKS.md can be
 #     checked) and runs coord-bench-report, which rewrites BENCHMARKS.md and the plot.
@@ -44,6 +46,7 @@ shared=$(cd "$shared" && pwd)
 . scripts/etcd-lib.sh
 . scripts/pg-lib.sh
 . scripts/bench-pg.sh
+. scripts/bench-scale.sh
 missing=($(missing_etcd_packages) $(missing_postgres_packages))
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || missing+=(golang-etcd-server-dev)
@@ -62,6 +65,7 @@ CARGO_TARGET_DIR=$repo/target/anchors cargo build --release --quiet \
 "$shared/anchors/go-etcd-bench/build.sh" "$repo/target/anchors/go-etcd-bench"
 (cd bench/go-latency && GO111MODULE=off GOPATH=/usr/share/gocode go build -o "$repo/target/go-latency" main.go)
 bench_pg_build
+bench_scale_build
 
 ours=$repo/target/release/coord-bench
 report=$repo/target/release/coord-bench-report
@@ -194,6 +198,8 @@ for round in $(seq 1 "$rounds"); do
     }
     if [ $(( (round + w) % 2 )) = 0 ]; then sweep_ours; sweep_go; else sweep_go; sweep_ours; fi
   done
+  # 1,000 idle sessions (ours and Go's) and an election with 1,000 candidates.
+  bench_scale_round "$round" "$dir"
   # coord-mem, on one core (current-thread runtime), with more iterations.
   measure "$round" mem mutex_uncontended_lock_unlock "$dir/mem.jsonl" \
     "$ours" --backend mem --scenario uncontended --iters 200000

@@ -12,9 +12,12 @@
 
 pub mod alloc;
 pub mod crash;
+pub mod etcd_metrics;
 mod postgres;
 pub mod report;
 mod report_postgres;
+mod report_scale;
+mod scale;
 pub mod scenarios;
 pub mod stats;
 pub mod timeline;

@@ -47,7 +47,10 @@ enum RuntimeKind {
 /// election_resign_handoff, election_crash_failover, watch_floor, on --backend mem also
 /// mem_calls_per_release_w1000, mem_calls_per_release_w10000, mem_memory_cycles, and on
 /// --backend postgres also pg_commit_rate (the server's single-writer commit rate) and
-/// pg_bounded (table sizes over --memory-cycles lock cycles). The Go anchor's short names
+/// pg_bounded (table sizes over --memory-cycles lock cycles); and, only when named,
+/// idle_sessions (--sessions idle sessions on one connection: CPU, memory, etcd watchers and
+/// streams) and election_candidates (--sessions candidates, --observers observers, the leader
+/// crashes --crash-rounds times). The Go anchor's short names
 /// (uncontended,
 /// contended, rwlock, handoff, failover) work too.
 #[derive(Debug, Parser)]
@@ -86,6 +89,15 @@ struct Args {
     /// Lock+unlock cycles of mem_memory_cycles.
     #[arg(long, default_value_t = 1_000_000)]
     memory_cycles: u64,
+    /// Sessions of idle_sessions, candidates of election_candidates.
+    #[arg(long, default_value_t = 1_000)]
+    sessions: usize,
+    /// Observers of election_candidates.
+    #[arg(long, default_value_t = 100)]
+    observers: usize,
+    /// Seconds idle_sessions measures for.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
     /// tokio runtime (default: current for mem — one core —, multi for etcd).
     #[arg(long, value_enum)]
     runtime: Option<RuntimeKind>,
@@ -168,6 +180,9 @@ async fn run(args: Args, backend: BackendKind) -> ExitCode {
         releases: args.releases,
         memory_cycles: args.memory_cycles,
         dump: args.dump_latencies.clone(),
+        sessions: args.sessions.max(1),
+        observers: args.observers,
+        idle: std::time::Duration::from_secs(args.idle_secs),
     };
     let mut names = Vec::new();
     for s in &args.scenario {

@@ -954,6 +954,9 @@ pub fn render(r: &Results, plot: Option<&str>, scaling: Option<&str>, notes: &st
     if let Some(section) = crate::report_postgres::render(r) {
         md.push_str(&section);
     }
+    if let Some(section) = crate::report_scale::render(r) {
+        md.push_str(&section);
+    }
 
     if !notes.trim().is_empty() {
         let _ = writeln!(md, "{}\n", notes.trim());

@@ -64,7 +64,13 @@ pub const SCENARIOS: &[&str] = &[
     "mem_memory_cycles",
     "pg_commit_rate",
     "pg_bounded",
+    "idle_sessions",
+    "election_candidates",
 ];
+
+/// Scenarios `all` leaves out (each holds a thousand sessions for many seconds): they run
+/// when named.
+const ONLY_BY_NAME: &[&str] = &["idle_sessions", "election_candidates"];
 
 /// Maps a name given on the command line (a full name, one with a `_wN` suffix, or the Go
 /// anchor's short name) to a scenario of [`SCENARIOS`].
@@ -117,6 +123,12 @@ pub struct Bench {
     pub memory_cycles: u64,
     /// If set, raw latencies (ms, one per line) go to `DIR/<scenario>.txt`.
     pub dump: Option<PathBuf>,
+    /// Sessions of `idle_sessions`, candidates of `election_candidates`.
+    pub sessions: usize,
+    /// Observers of `election_candidates`.
+    pub observers: usize,
+    /// How long `idle_sessions` measures.
+    pub idle: Duration,
 }
 
 impl Bench {
@@ -188,6 +200,7 @@ impl Bench {
             .copied()
             .filter(|s| self.is_mem() || !s.starts_with("mem_"))
             .filter(|s| self.postgres().is_some() || !s.starts_with("pg_"))
+            .filter(|s| !ONLY_BY_NAME.contains(s))
             .collect()
     }
 
@@ -207,11 +220,13 @@ impl Bench {
             "mem_memory_cycles" => self.memory_cycles().await,
             "pg_commit_rate" => self.pg_commit_rate().await,
             "pg_bounded" => self.pg_bounded().await,
+            "idle_sessions" => self.idle_sessions().await,
+            "election_candidates" => self.election_candidates().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }
 
-    fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
+    pub(crate) fn dump(&self, scenario: &str, lat: &[Duration]) -> BenchResultOr<()> {
         if let Some(dir) = &self.dump {
             std::fs::create_dir_all(dir)?;
             let text: String = lat

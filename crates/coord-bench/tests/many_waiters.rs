@@ -22,6 +22,9 @@ async fn ten_thousand_waiters_on_one_mutex() {
         releases: 100,
         memory_cycles: 0,
         dump: None,
+        sessions: 1,
+        observers: 0,
+        idle: Duration::ZERO,
     };
     let result = tokio::time::timeout(
         Duration::from_secs(300),
