@@ -237,7 +237,7 @@ impl Dispatcher {
         if !sent {
             if self.link.is_some() {
                 // The stream's sending side is gone: it failed, and its answers will not come.
-                self.fail_all(|lease| closed_error(lease));
+                self.fail_all(closed_error);
             }
             let link = self.opener.open();
             if link.requests.unbounded_send(lease).is_err() {
