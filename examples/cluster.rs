@@ -9,8 +9,14 @@
 //! cargo run --example cluster                       # on coord-mem
 //! cargo run --example cluster --features etcd -- --endpoints 127.0.0.1:2379
 //! cargo run --example cluster --features postgres -- --postgres postgres://user:pw@127.0.0.1/db
+//! cargo run --example cluster -- --metrics-addr 127.0.0.1:9464   # with Prometheus metrics
 //! ```
+//!
+//! With `--metrics-addr`, it serves Prometheus text there and reads it back over HTTP: each
+//! mutex holder checks that `coord_held` shows one holder, and the summary checks the
+//! counters against what the demo did.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +26,7 @@ use coord::{Backend, DynBackend, Election, Error, Mutex, RwLock, Session};
 use futures::StreamExt;
 use tokio::task::JoinSet;
 
+mod metrics;
 mod store;
 
 #[derive(Parser, Debug)]
@@ -43,6 +50,9 @@ struct Args {
     /// Key prefix for everything the demo writes.
     #[arg(long, default_value = "coord-demo")]
     prefix: String,
+    /// Serve Prometheus metrics on HOST:PORT (and check them against what happened).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Timeline printer: milliseconds since start.
@@ -87,6 +97,9 @@ async fn run(args: Args) -> coord::Result<()> {
     if args.nodes < 2 {
         return Err(Error::invalid("--nodes must be at least 2"));
     }
+    if let Some(addr) = args.metrics_addr {
+        metrics::serve(addr).map_err(Error::invalid)?;
+    }
     let (backend, what) = store::connect(&args.store).await?;
     // A fresh namespace per run, so runs never see each other's keys.
     let ns = format!("{}/{:x}/", args.prefix, rand::random::<u32>());
@@ -100,6 +113,10 @@ async fn run(args: Args) -> coord::Result<()> {
     elections(&args, &backend, &t, &mut summary).await?;
     mutex_contention(&args, &backend, &t, &mut summary).await?;
     rwlock_contention(&args, &backend, &t, &mut summary).await?;
+
+    if let Some(addr) = args.metrics_addr {
+        check_metrics(addr, &t, &mut summary).await;
+    }
 
     let left = backend.range(coord::RangeRequest::prefix("")).await?.count;
     if left != 0 {
@@ -120,6 +137,91 @@ async fn run(args: Args) -> coord::Result<()> {
         std::process::exit(2);
     }
     Ok(())
+}
+
+/// Reads the metrics back over HTTP and checks them against the demo's own counts.
+async fn check_metrics(addr: SocketAddr, t: &Timeline, summary: &mut Summary) {
+    t.say(format!("-- metrics, scraped from http://{addr}/metrics --"));
+    let scrape = match metrics::scrape(addr).await {
+        Ok(scrape) => scrape,
+        Err(e) => {
+            summary.violations += 1;
+            t.say(format!("VIOLATION: cannot scrape the metrics: {e}"));
+            return;
+        }
+    };
+    let leaders = (summary.failovers + 1) as f64;
+    let checks = [
+        (
+            "coord_acquisitions_total",
+            "mutex",
+            "",
+            summary.mutex_handoffs as f64,
+        ),
+        (
+            "coord_acquire_wait_seconds_count",
+            "mutex",
+            "",
+            summary.mutex_handoffs as f64,
+        ),
+        (
+            "coord_hold_seconds_count",
+            "mutex",
+            "",
+            summary.mutex_handoffs as f64,
+        ),
+        ("coord_held", "mutex", "", 0.0),
+        (
+            "coord_acquisitions_total",
+            "rwlock_read",
+            "",
+            summary.rw_reads as f64,
+        ),
+        (
+            "coord_acquisitions_total",
+            "rwlock_write",
+            "",
+            summary.rw_writes as f64,
+        ),
+        (
+            "coord_losses_total",
+            "election",
+            "lease_expired",
+            summary.failovers as f64,
+        ),
+        ("coord_held", "election", "", 0.0),
+    ];
+    for (name, primitive, cause, expected) in checks {
+        let mut labels = vec![("primitive", primitive)];
+        if !cause.is_empty() {
+            labels.push(("cause", cause));
+        }
+        let seen = scrape.value(name, &labels);
+        let verdict = if seen == expected { "ok" } else { "VIOLATION" };
+        if seen != expected {
+            summary.violations += 1;
+        }
+        t.say(format!(
+            "{verdict}: {name}{{{}}} = {seen} (expected {expected})",
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    // Every leader observed; one more candidate may win between the last resign and the end of
+    // the campaigns.
+    let won = scrape.value("coord_acquisitions_total", &[("primitive", "election")]);
+    let fits = won == leaders || won == leaders + 1.0;
+    if !fits {
+        summary.violations += 1;
+    }
+    t.say(format!(
+        "{}: coord_acquisitions_total{{primitive=\"election\"}} = {won} (expected {leaders} or {})",
+        if fits { "ok" } else { "VIOLATION" },
+        leaders + 1.0
+    ));
 }
 
 /// Every node campaigns; the leader is killed `failovers` times; an observer checks that
@@ -226,6 +328,7 @@ async fn mutex_contention(
             t.clone(),
         );
         let rounds = args.rounds;
+        let metrics_addr = args.metrics_addr;
         workers.spawn(async move {
             let mutex = Mutex::new(&session, "jobs")?;
             for _ in 0..rounds {
@@ -238,6 +341,17 @@ async fn mutex_contention(
                     t.say("VIOLATION: two holders, or a token that did not rise");
                 }
                 t.say(format!("node-{node} holds the mutex (token {token})"));
+                if let Some(addr) = metrics_addr {
+                    // What a dashboard shows now: one holder, whoever waits.
+                    let held = match metrics::scrape(addr).await {
+                        Ok(scrape) => scrape.value("coord_held", &[("primitive", "mutex")]),
+                        Err(_) => -1.0,
+                    };
+                    if held != 1.0 {
+                        violations.fetch_add(1, Ordering::SeqCst);
+                        t.say(format!("VIOLATION: coord_held shows {held} mutex holders"));
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 holders.fetch_sub(1, Ordering::SeqCst);
                 guard.unlock().await?;

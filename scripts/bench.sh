@@ -17,7 +17,11 @@
 #     the process (`times`) over it goes to cpu.tsv;
 #     then (scripts/bench-scale.sh) 1,000 idle sessions, ours and Go's, and an election with
 #     1,000 candidates;
-#  4b. then, on one PostgreSQL, ours and the advisory-lock anchor alternately (scripts/bench-pg.sh);
+#  4a. then the semaphore, ours and a Go semaphore on clientv3 alternately
+#      (scripts/bench-semaphore.sh);
+#  4b. then metrics_overhead (a Prometheus recorder against none) on coord-mem and that etcd
+#      (scripts/bench-metrics.sh);
+#  4c. then, on one PostgreSQL, ours and the advisory-lock anchor alternately (scripts/bench-pg.sh);
 #  5. writes the raw results to bench-results/latest/ (committed, so BENCHMARKS.md can be
 #     checked) and runs coord-bench-report, which rewrites BENCHMARKS.md and the plot.
 #
@@ -47,6 +51,8 @@ shared=$(cd "$shared" && pwd)
 . scripts/pg-lib.sh
 . scripts/bench-pg.sh
 . scripts/bench-scale.sh
+. scripts/bench-semaphore.sh
+. scripts/bench-metrics.sh
 missing=($(missing_etcd_packages) $(missing_postgres_packages))
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || missing+=(golang-etcd-server-dev)
@@ -66,6 +72,7 @@ CARGO_TARGET_DIR=$repo/target/anchors cargo build --release --quiet \
 (cd bench/go-latency && GO111MODULE=off GOPATH=/usr/share/gocode go build -o "$repo/target/go-latency" main.go)
 bench_pg_build
 bench_scale_build
+bench_semaphore_build
 
 ours=$repo/target/release/coord-bench
 report=$repo/target/release/coord-bench-report
@@ -216,7 +223,11 @@ for round in $(seq 1 "$rounds"); do
   measure "$round" mem mem_memory_cycles "$dir/mem.jsonl" \
     "$ours" --backend mem --scenario mem_memory_cycles
 done
-# --- 4b. PostgreSQL: ours and advisory locks, on one PostgreSQL (etcd stays idle) ---------------
+# --- 4a. the semaphore, ours and the Go anchor (scripts/bench-semaphore.sh) ----------------------
+bench_semaphore_run
+# --- 4b. what metrics cost, on coord-mem and on this etcd (scripts/bench-metrics.sh) -------------
+bench_metrics_run
+# --- 4c. PostgreSQL: ours and advisory locks, on one PostgreSQL (etcd stays idle) ---------------
 bench_pg_run
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
 

@@ -2,7 +2,10 @@
 //! spawned and held across awaits in any task. A compile-time check: the test fails to build if
 //! a bound is lost.
 
-use coord::{Election, LeaderStream, Leadership, LockGuard, Mutex, RwLock, Session};
+use coord::{
+    Election, LeaderStream, Leadership, LockGuard, Mutex, RwLock, Semaphore, SemaphorePermit,
+    Session,
+};
 
 fn send_static<T: Send + 'static>(_: &T) {}
 fn send_sync_static<T: Send + Sync + 'static>() {}
@@ -14,6 +17,8 @@ fn guards_and_handles_are_send_sync_static() {
     send_sync_static::<RwLock>();
     send_sync_static::<Election>();
     send_sync_static::<LockGuard>();
+    send_sync_static::<Semaphore>();
+    send_sync_static::<SemaphorePermit>();
     send_sync_static::<Leadership>();
     send_sync_static::<coord::Error>();
     fn send_static_type<T: Send + 'static>() {}
@@ -54,5 +59,22 @@ async fn acquire_futures_are_send_static() {
     send_static(&unlock);
     unlock.await.unwrap();
     drop((read, write, campaign));
+
+    let semaphore = Semaphore::new(&session, "bounds-sem", 2).unwrap();
+    let (s1, s2, s3) = (semaphore.clone(), semaphore.clone(), semaphore.clone());
+    let acquire = async move { s1.acquire(1).await };
+    let try_acquire = async move { s2.try_acquire(1).await };
+    let timed = async move {
+        s3.acquire_timeout(1, std::time::Duration::from_secs(5))
+            .await
+    };
+    send_static(&acquire);
+    send_static(&try_acquire);
+    send_static(&timed);
+    let permit = tokio::spawn(acquire).await.unwrap().unwrap();
+    let release = permit.release();
+    send_static(&release);
+    release.await.unwrap();
+    drop((try_acquire, timed));
     session.close().await.unwrap();
 }

@@ -13,11 +13,15 @@
 pub mod alloc;
 pub mod crash;
 pub mod etcd_metrics;
+mod metrics;
 mod postgres;
+pub mod recipes_semaphore;
 pub mod report;
+mod report_metrics;
 mod report_postgres;
 mod report_scale;
 mod scale;
+mod report_semaphore;
 pub mod scenarios;
 pub mod stats;
 pub mod timeline;

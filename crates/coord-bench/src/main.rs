@@ -47,10 +47,11 @@ enum RuntimeKind {
 /// election_resign_handoff, election_crash_failover, watch_floor, on --backend mem also
 /// mem_calls_per_release_w1000, mem_calls_per_release_w10000, mem_memory_cycles, and on
 /// --backend postgres also pg_commit_rate (the server's single-writer commit rate) and
-/// pg_bounded (table sizes over --memory-cycles lock cycles); and, only when named,
-/// idle_sessions (--sessions idle sessions on one connection: CPU, memory, etcd watchers and
-/// streams) and election_candidates (--sessions candidates, --observers observers, the leader
-/// crashes --crash-rounds times). The Go anchor's short names
+/// pg_bounded (table sizes over --memory-cycles lock cycles); metrics_overhead (short: metrics)
+/// times lock + unlock with a Prometheus recorder against none, alternately; and, only when
+/// named, idle_sessions (--sessions idle sessions on one connection: CPU, memory, etcd watchers
+/// and streams) and election_candidates (--sessions candidates, --observers observers, the
+/// leader crashes --crash-rounds times). The Go anchor's short names
 /// (uncontended,
 /// contended, rwlock, handoff, failover) work too.
 #[derive(Debug, Parser)]

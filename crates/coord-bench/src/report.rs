@@ -957,6 +957,12 @@ pub fn render(r: &Results, plot: Option<&str>, scaling: Option<&str>, notes: &st
     if let Some(section) = crate::report_scale::render(r) {
         md.push_str(&section);
     }
+    if let Some(section) = crate::report_semaphore::render(r) {
+        md.push_str(&section);
+    }
+    if let Some(section) = crate::report_metrics::render(r) {
+        md.push_str(&section);
+    }
 
     if !notes.trim().is_empty() {
         let _ = writeln!(md, "{}\n", notes.trim());

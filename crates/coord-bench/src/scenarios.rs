@@ -66,6 +66,8 @@ pub const SCENARIOS: &[&str] = &[
     "pg_bounded",
     "idle_sessions",
     "election_candidates",
+    "semaphore",
+    "metrics_overhead",
 ];
 
 /// Scenarios `all` leaves out (each holds a thousand sessions for many seconds): they run
@@ -86,6 +88,9 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "rtt" => "round_trips",
         "calls" => "mem_calls_per_release_w1000",
         "memory" => "mem_memory_cycles",
+        // semaphore_w{W}_p3: W comes from --workers, the permits are fixed.
+        other if other.starts_with("semaphore_w") => "semaphore",
+        "metrics" => "metrics_overhead",
         other => other,
     };
     let base = match short.rsplit_once("_w") {
@@ -187,7 +192,7 @@ impl Bench {
     /// tokio's budget makes it yield) before the others even queue: it yields once while
     /// holding, so that they do and the lock really changes hands. On etcd the calls wait for
     /// the network anyway, and the holder does nothing, as in Go's anchor.
-    async fn inside_critical_section(&self) {
+    pub(crate) async fn inside_critical_section(&self) {
         if self.is_mem() {
             tokio::task::yield_now().await;
         }
@@ -222,6 +227,8 @@ impl Bench {
             "pg_bounded" => self.pg_bounded().await,
             "idle_sessions" => self.idle_sessions().await,
             "election_candidates" => self.election_candidates().await,
+            "semaphore" => self.semaphore().await,
+            "metrics_overhead" => self.metrics_overhead().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }
@@ -883,7 +890,7 @@ fn split_handoff(
 }
 
 /// Calls per operation, for `extra`.
-fn per_op(calls: &CallCounts, ops: u64) -> Value {
+pub(crate) fn per_op(calls: &CallCounts, ops: u64) -> Value {
     let n = ops.max(1) as f64;
     json!({
         "kv_calls_per_op": calls.kv_calls() as f64 / n,

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::Counter;
+use tracing::Instrument;
+
 use crate::backend::{Backend, DynBackend};
 
 use crate::error::{Error, Result};
@@ -12,6 +15,7 @@ use crate::names::{name_prefix, session_key};
 use crate::observe::LeaderStream;
 use crate::queue::Queue;
 use crate::session::Session;
+use crate::telemetry::{self, Attempt, NameLabels, PrimitiveMetrics, SpanOp};
 use crate::txn::{Compare, CompareOp, Txn, TxnOp};
 use crate::wait::wait_turn;
 
@@ -26,7 +30,11 @@ pub struct Election {
     session: Session,
     queue: Queue,
     key: Vec<u8>,
+    metrics: PrimitiveMetrics,
 }
+
+/// The `primitive` label of an election's metrics and spans.
+const METRIC: &str = "election";
 
 impl Election {
     /// An election named `name` (see the crate docs for what names may be).
@@ -35,6 +43,7 @@ impl Election {
         Ok(Election {
             session: session.clone(),
             key: session_key(&prefix, session.lease()),
+            metrics: PrimitiveMetrics::new(session, METRIC, name.as_ref()),
             queue: Queue::same_prefix(prefix),
         })
     }
@@ -63,7 +72,23 @@ impl Election {
     /// Cancel safe: dropping the future withdraws the candidacy in the background (the lease TTL
     /// is the backstop), so later candidates are not held up.
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
-        let value = value.into();
+        let attempt = self.metrics.attempt();
+        self.campaign_with(value.into(), &attempt).await
+    }
+
+    async fn campaign_with(&self, value: Vec<u8>, attempt: &Attempt) -> Result<Leadership> {
+        let name = telemetry::name_of(&self.queue.watch_prefix);
+        let span = telemetry::span(SpanOp::Campaign, METRIC, name, &self.key);
+        let elected = self.campaign_inner(value).instrument(span.clone()).await;
+        let (leadership, ahead) = attempt.check(elected)?;
+        telemetry::record_held(&span, leadership.rev(), leadership.revision);
+        let Leadership { held, revision } = leadership;
+        let held = held.with_hold(attempt.acquired(ahead));
+        Ok(Leadership { held, revision })
+    }
+
+    /// Campaigns; the leadership and how many candidates were ahead at first.
+    async fn campaign_inner(&self, value: Vec<u8>) -> Result<(Leadership, usize)> {
         self.queue
             .check_size(&self.session, &self.key, &value, "leadership")?;
         let turn = self.session.turn(&self.key, true).await?;
@@ -79,6 +104,7 @@ impl Election {
             )
             .await?;
         let adopted_stale = matches!(&enqueued.adopted, Some(kv) if kv.value != value);
+        let ahead = enqueued.position;
         let (revision, watch) = wait_turn(&self.queue, &held, enqueued).await?;
         if let Some(watch) = watch {
             held.keep_watching(watch);
@@ -92,7 +118,7 @@ impl Election {
             rev = leadership.rev(),
             "elected"
         );
-        Ok(leadership)
+        Ok((leadership, ahead))
     }
 
     /// [`Election::campaign`] with a deadline: [`Error::Timeout`] when it passes, withdrawing the
@@ -102,9 +128,9 @@ impl Election {
         value: impl Into<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Leadership> {
-        tokio::time::timeout(timeout, self.campaign(value))
-            .await
-            .map_err(|_| Error::Timeout)?
+        let attempt = self.metrics.attempt();
+        let campaign = self.campaign_with(value.into(), &attempt);
+        attempt.deadline(timeout, campaign).await
     }
 
     /// The current leader's key-value (key, proposal, create revision = its term's token), or
@@ -120,9 +146,14 @@ impl Election {
     }
 
     fn observer(&self) -> ElectionObserver {
+        let prefix = self.queue.watch_prefix.clone();
         ElectionObserver {
             backend: self.session.backend().clone(),
-            prefix: self.queue.watch_prefix.clone(),
+            leader_changes: telemetry::leader_changes(
+                self.session.name_labels(),
+                telemetry::name_of(&prefix),
+            ),
+            prefix,
         }
     }
 
@@ -159,7 +190,8 @@ impl Election {
             "leadership",
             Some(turn.into()),
         )
-        .existing(rev);
+        .existing(rev)
+        .with_hold(self.metrics.resumed());
         Ok(Leadership {
             held,
             revision: resp.header_revision,
@@ -173,6 +205,8 @@ impl Election {
 pub struct ElectionObserver {
     backend: DynBackend,
     prefix: Vec<u8>,
+    /// `coord_election_leader_changes_total`, bumped by its streams.
+    leader_changes: Counter,
 }
 
 impl ElectionObserver {
@@ -181,6 +215,7 @@ impl ElectionObserver {
         Ok(ElectionObserver {
             backend: Arc::new(backend),
             prefix: name_prefix(name.as_ref())?,
+            leader_changes: telemetry::leader_changes(&NameLabels::Off, name.as_ref()),
         })
     }
 
@@ -195,7 +230,11 @@ impl ElectionObserver {
 
     /// A stream of leaders: the current one (or `None`), then every change.
     pub fn observe(&self) -> LeaderStream {
-        LeaderStream::start(self.backend.clone(), self.prefix.clone())
+        LeaderStream::start(
+            self.backend.clone(),
+            self.prefix.clone(),
+            self.leader_changes.clone(),
+        )
     }
 }
 
@@ -288,7 +327,10 @@ impl Leadership {
     /// candidate is elected. [`Error::NotLeader`] when the key had already been deleted, or
     /// [`Error::SessionExpired`] when the session's lease ended.
     pub async fn resign(self) -> Result<()> {
-        match self.held.release().await {
+        let name = telemetry::name_of(self.held.name());
+        let span = telemetry::span(SpanOp::Resign, METRIC, name, &self.held.key);
+        telemetry::record_held(&span, self.held.rev, self.revision);
+        match self.held.release().instrument(span).await {
             Err(Error::NotHeld { .. }) => Err(Error::NotLeader),
             other => other,
         }

@@ -46,6 +46,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A semaphore was asked for with another capacity than the holders or waiters of its name
+    /// use (see [`Semaphore`](crate::Semaphore)): its users must agree on it.
+    #[error("semaphore capacity mismatch: asked with {requested} permits, the name is in use with {in_use}")]
+    CapacityMismatch {
+        /// The capacity this acquire counts with.
+        requested: u32,
+        /// The capacity a holder or waiter ahead of it counts with.
+        in_use: u32,
+    },
+
     /// A leader-only operation (proclaim, resign) was made by a candidate that is not the leader.
     #[error("not the leader of this election")]
     NotLeader,

@@ -4,7 +4,9 @@ use crate::error::{Error, Result};
 use crate::held::HeldKey;
 use crate::kv::Revision;
 use crate::session::Session;
+use crate::telemetry::{self, SpanOp};
 use crate::txn::Compare;
+use tracing::Instrument;
 
 /// Which lock a [`LockGuard`] holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,6 +25,15 @@ impl LockKind {
             LockKind::Mutex => "mutex",
             LockKind::Read => "read lock",
             LockKind::Write => "write lock",
+        }
+    }
+
+    /// The `primitive` label of its metrics and spans.
+    pub(crate) fn metric(self) -> &'static str {
+        match self {
+            LockKind::Mutex => "mutex",
+            LockKind::Read => "rwlock_read",
+            LockKind::Write => "rwlock_write",
         }
     }
 }
@@ -119,6 +130,9 @@ impl LockGuard {
     /// The delete is guarded by the key's create revision, so a retried release never removes
     /// a later holder's key.
     pub async fn unlock(self) -> Result<()> {
-        self.held.release().await
+        let name = telemetry::name_of(self.held.name());
+        let span = telemetry::span(SpanOp::Release, self.kind.metric(), name, &self.held.key);
+        telemetry::record_held(&span, self.held.rev, self.revision);
+        self.held.release().instrument(span).await
     }
 }

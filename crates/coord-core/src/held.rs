@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::kv::{DeleteRequest, RangeRequest, Revision};
 use crate::local::LocalHold;
 use crate::session::Session;
+use crate::telemetry::{Hold, LossCause};
 use crate::txn::{Compare, CompareOp, Txn, TxnOp, TxnResponse};
 use crate::watcher::{DeleteWatch, Watched};
 
@@ -47,6 +48,8 @@ pub(crate) struct HeldKey {
     watching: OnceCell<Watching>,
     /// Whether dropping this deletes the key: once its write was sent, until it is released.
     release_on_drop: bool,
+    /// The hold's metrics, once the key is held (`coord_held`, hold time, loss by cause).
+    hold: Option<Hold>,
 }
 
 /// Loss detection in place: the task that drains the key's watch (aborted, and the watch
@@ -88,6 +91,7 @@ impl HeldKey {
             gone: CancellationToken::new(),
             watching: OnceCell::new(),
             release_on_drop: false,
+            hold: None,
         }
     }
 
@@ -96,6 +100,19 @@ impl HeldKey {
         self.rev = rev;
         self.release_on_drop = true;
         self
+    }
+
+    /// The key is held from now on: `hold` records how the hold ends.
+    pub(crate) fn with_hold(mut self, hold: Hold) -> Self {
+        self.hold = Some(hold);
+        self
+    }
+
+    /// Records a loss that `error` reports (once per hold).
+    fn record_loss(&self, error: &Error) {
+        if let Some(hold) = &self.hold {
+            hold.lost_by(error);
+        }
     }
 
     /// The key's name prefix (`name/`), under which its watches are counted.
@@ -133,10 +150,20 @@ impl HeldKey {
         self.release_on_drop = false;
         // Not told of its own delete.
         drop(self.watching.take());
-        self.session.check_usable()?;
+        if let Err(e) = self.session.check_usable() {
+            self.record_loss(&e);
+            return Err(e);
+        }
+        if let Some(hold) = &self.hold {
+            hold.releasing();
+        }
         match delete_if_current(&self.session, &self.key, self.rev).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(self.gone_error().await),
+            Ok(false) => {
+                let e = self.gone_error().await;
+                self.record_loss(&e);
+                Err(e)
+            }
             Err(e) => {
                 // Leave it to the background retry.
                 self.release_on_drop = true;
@@ -152,6 +179,12 @@ impl HeldKey {
     /// held": the first call (unless the holder kept its prefix watch) watches the key and
     /// confirms it once; later calls only wait.
     pub(crate) async fn lost(&self) -> Error {
+        let error = self.detect_loss().await;
+        self.record_loss(&error);
+        error
+    }
+
+    async fn detect_loss(&self) -> Error {
         let watching = tokio::select! {
             w = self.watching.get_or_try_init(|| self.watch_for_loss()) => w,
             _ = self.session.lost() => return self.session.ended_error(),
@@ -221,6 +254,16 @@ impl HeldKey {
 impl Drop for HeldKey {
     fn drop(&mut self) {
         drop(self.watching.take());
+        if let Some(hold) = self.hold.take() {
+            // Lost before anyone asked: count it by what is known now (else released).
+            if self.session.is_closed() {
+                hold.lost(LossCause::SessionClosed);
+            } else if self.session.is_lost() {
+                hold.lost(LossCause::LeaseExpired);
+            } else if self.gone.is_cancelled() {
+                hold.lost(LossCause::KeyDeleted);
+            }
+        }
         if !self.release_on_drop {
             return;
         }

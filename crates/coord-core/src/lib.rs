@@ -1,6 +1,6 @@
 //! coord-core: backend traits and coordination primitives written once, generically.
 //!
-//! The primitives — [`Mutex`], [`RwLock`], [`Election`] — run on any [`Backend`]: a store with
+//! The primitives — [`Mutex`], [`RwLock`], [`Election`], [`Semaphore`] — run on any [`Backend`]: a store with
 //! key-value, revisions, leases, watches and transactions (etcd via `coord-etcd`, memory via
 //! `coord-mem`). On etcd their keys and transactions follow etcd's Go `concurrency` package, so
 //! Go and Rust services share one lock or one election.
@@ -55,13 +55,17 @@ pub mod kv;
 pub mod lease;
 mod live;
 mod local;
+pub mod metered;
 pub mod mutex;
 pub mod names;
 pub mod observe;
 pub mod prefixed;
 mod queue;
 pub mod rwlock;
+pub mod semaphore;
+mod semaphore_queue;
 pub mod session;
+pub mod telemetry;
 pub mod txn;
 mod wait;
 pub mod watch;
@@ -78,10 +82,13 @@ pub use kv::{
     PutResponse, RangeRequest, RangeResponse, Revision, SortOrder, SortTarget,
 };
 pub use lease::{LeaseGrant, LeaseTimeToLive};
+pub use metered::Metered;
 pub use mutex::Mutex;
 pub use observe::{LeaderStream, Observation};
 pub use prefixed::Prefixed;
 pub use rwlock::RwLock;
+pub use semaphore::{Semaphore, SemaphorePermit};
 pub use session::{Session, SessionBuilder, DEFAULT_TTL};
+pub use telemetry::NameLabels;
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
 pub use watch::{EventKind, WatchEvent, WatchRequest, WatchStream};

@@ -2,13 +2,19 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::error::{Error, Result};
 use crate::guard::{LockGuard, LockKind};
 use crate::held::HeldKey;
 use crate::names::{name_prefix, session_key};
 use crate::queue::{Enqueued, Queue};
 use crate::session::Session;
+use crate::telemetry::{self, Attempt, PrimitiveMetrics, SpanOp};
 use crate::wait::wait_turn;
+
+/// The `primitive` label of a mutex's metrics and spans.
+const METRIC: &str = "mutex";
 
 /// A named lock shared by every session that uses the same name on the same store.
 ///
@@ -21,6 +27,7 @@ pub struct Mutex {
     session: Session,
     queue: Queue,
     key: Vec<u8>,
+    metrics: PrimitiveMetrics,
 }
 
 impl Mutex {
@@ -30,6 +37,7 @@ impl Mutex {
         Ok(Mutex {
             session: session.clone(),
             key: session_key(&prefix, session.lease()),
+            metrics: PrimitiveMetrics::new(session, METRIC, name.as_ref()),
             queue: Queue::same_prefix(prefix),
         })
     }
@@ -56,12 +64,30 @@ impl Mutex {
     /// lease TTL is the backstop), so nobody waits behind an abandoned attempt. Wrap it in
     /// [`tokio::time::timeout`] or use [`Mutex::lock_timeout`] for a deadline.
     pub async fn lock(&self) -> Result<LockGuard> {
-        let (held, enqueued) = self.join(true).await?;
-        let (revision, watch) = wait_turn(&self.queue, &held, enqueued).await?;
-        if let Some(watch) = watch {
-            held.keep_watching(watch);
-        }
+        let attempt = self.metrics.attempt();
+        self.lock_with(&attempt).await
+    }
+
+    async fn lock_with(&self, attempt: &Attempt) -> Result<LockGuard> {
+        let span = self.span();
+        let locked = async {
+            let (held, enqueued) = self.join(true).await?;
+            let ahead = enqueued.position;
+            let (revision, watch) = wait_turn(&self.queue, &held, enqueued).await?;
+            if let Some(watch) = watch {
+                held.keep_watching(watch);
+            }
+            Ok((held, revision, ahead))
+        };
+        let (held, revision, ahead) = attempt.check(locked.instrument(span.clone()).await)?;
+        telemetry::record_held(&span, held.rev, revision);
+        let held = held.with_hold(attempt.acquired(ahead));
         Ok(LockGuard::new(held, revision, LockKind::Mutex))
+    }
+
+    fn span(&self) -> tracing::Span {
+        let name = telemetry::name_of(&self.queue.watch_prefix);
+        telemetry::span(SpanOp::Acquire, METRIC, name, &self.key)
     }
 
     /// [`Mutex::lock`] with a deadline: [`Error::Timeout`] when it passes, leaving no key.
@@ -70,9 +96,8 @@ impl Mutex {
     ///
     /// Cancel safe, as [`Mutex::lock`].
     pub async fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard> {
-        tokio::time::timeout(timeout, self.lock())
-            .await
-            .map_err(|_| Error::Timeout)?
+        let attempt = self.metrics.attempt();
+        attempt.deadline(timeout, self.lock_with(&attempt)).await
     }
 
     /// Takes the lock if nobody holds it, else fails at once with [`Error::Locked`] (after
@@ -83,13 +108,22 @@ impl Mutex {
     ///
     /// Cancel safe, as [`Mutex::lock`].
     pub async fn try_lock(&self) -> Result<LockGuard> {
-        let (held, enqueued) = self.join(false).await?;
-        if self.queue.is_blocked(&held, &enqueued).await? {
-            // The lock stays Locked even if this cleanup fails: it is retried in the background.
-            let _ = held.release().await;
-            return Err(Error::Locked);
-        }
-        Ok(LockGuard::new(held, enqueued.revision, LockKind::Mutex))
+        let attempt = self.metrics.attempt();
+        let span = self.span();
+        let tried = async {
+            let (held, enqueued) = self.join(false).await?;
+            if self.queue.is_blocked(&held, &enqueued).await? {
+                // The lock stays Locked even if this cleanup fails: it is retried in the
+                // background.
+                let _ = held.release().await;
+                return Err(Error::Locked);
+            }
+            Ok((held, enqueued.revision))
+        };
+        let (held, revision) = attempt.check(tried.instrument(span.clone()).await)?;
+        telemetry::record_held(&span, held.rev, revision);
+        let held = held.with_hold(attempt.acquired(0));
+        Ok(LockGuard::new(held, revision, LockKind::Mutex))
     }
 
     async fn join(&self, wait: bool) -> Result<(HeldKey, Enqueued)> {

@@ -6,8 +6,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use metrics::Counter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::backend::DynBackend;
 use crate::error::{Error, Result};
@@ -46,9 +48,14 @@ impl std::fmt::Debug for LeaderStream {
 }
 
 impl LeaderStream {
-    pub(crate) fn start(backend: DynBackend, prefix: Vec<u8>) -> LeaderStream {
+    /// Observes the election under `prefix`, counting each new leader in `changes`.
+    pub(crate) fn start(backend: DynBackend, prefix: Vec<u8>, changes: Counter) -> LeaderStream {
         let (tx, rx) = mpsc::channel(16);
-        let task = tokio::spawn(run(backend, prefix, tx));
+        let span = tracing::info_span!(
+            "coord.observe",
+            name = %String::from_utf8_lossy(crate::telemetry::name_of(&prefix)),
+        );
+        let task = tokio::spawn(run(backend, prefix, tx, changes).instrument(span));
         LeaderStream { rx, task }
     }
 }
@@ -101,11 +108,21 @@ async fn emit(
     seen: &mut Seen,
     candidates: &Candidates,
     revision: Revision,
+    changes: &Counter,
 ) -> std::result::Result<(), ()> {
     let leader = candidates.leader();
     let id = leader.map(|kv| (kv.key.clone(), kv.create_revision, kv.mod_revision));
     if seen.as_ref() == Some(&id) {
         return Ok(());
+    }
+    // A new leader (not the one seen first, nor a new value of the same term).
+    let term = |id: &Option<(Vec<u8>, Revision, Revision)>| {
+        id.as_ref().map(|(key, create, _)| (key.clone(), *create))
+    };
+    if let (Some(before), Some(_)) = (seen.as_ref(), &id) {
+        if term(before) != term(&id) {
+            changes.increment(1);
+        }
     }
     *seen = Some(id);
     let obs = Observation {
@@ -115,7 +132,12 @@ async fn emit(
     tx.send(Ok(obs)).await.map_err(|_| ())
 }
 
-async fn run(backend: DynBackend, prefix: Vec<u8>, tx: mpsc::Sender<Result<Observation>>) {
+async fn run(
+    backend: DynBackend,
+    prefix: Vec<u8>,
+    tx: mpsc::Sender<Result<Observation>>,
+    leader_changes: Counter,
+) {
     let mut seen: Seen = None;
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -145,7 +167,10 @@ async fn run(backend: DynBackend, prefix: Vec<u8>, tx: mpsc::Sender<Result<Obser
             candidates.put(kv);
         }
         let mut revision = resp.header_revision;
-        if emit(&tx, &mut seen, &candidates, revision).await.is_err() {
+        if emit(&tx, &mut seen, &candidates, revision, &leader_changes)
+            .await
+            .is_err()
+        {
             return;
         }
         backoff = Duration::from_millis(20);
@@ -168,7 +193,10 @@ async fn run(backend: DynBackend, prefix: Vec<u8>, tx: mpsc::Sender<Result<Obser
                             EventKind::Delete => candidates.delete(&event.kv.key),
                         }
                     }
-                    if emit(&tx, &mut seen, &candidates, revision).await.is_err() {
+                    if emit(&tx, &mut seen, &candidates, revision, &leader_changes)
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

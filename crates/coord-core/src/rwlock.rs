@@ -3,11 +3,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::error::{Error, Result};
 use crate::guard::{LockGuard, LockKind};
 use crate::names::name_prefix;
 use crate::queue::Queue;
 use crate::session::Session;
+use crate::telemetry::{self, Attempt, PrimitiveMetrics, SpanOp};
 use crate::wait::wait_turn;
 
 /// Makes rwlock keys unique within a process; the lease id makes them unique across sessions.
@@ -35,6 +38,8 @@ pub struct RwLock {
     session: Session,
     readers: Queue,
     writers: Queue,
+    read_metrics: PrimitiveMetrics,
+    write_metrics: PrimitiveMetrics,
 }
 
 impl RwLock {
@@ -50,6 +55,8 @@ impl RwLock {
                 ahead_prefix: write_prefix,
             },
             writers: Queue::same_prefix(prefix),
+            read_metrics: PrimitiveMetrics::new(session, LockKind::Read.metric(), name.as_ref()),
+            write_metrics: PrimitiveMetrics::new(session, LockKind::Write.metric(), name.as_ref()),
         })
     }
 
@@ -60,7 +67,7 @@ impl RwLock {
     ///
     /// Cancel safe: dropping the future removes its key in the background.
     pub async fn read(&self) -> Result<LockGuard> {
-        self.acquire(LockKind::Read, true).await
+        self.acquire_counted(LockKind::Read, true).await
     }
 
     /// Waits for the exclusive (write) lock. [`Error::WouldDeadlock`] at once when this
@@ -70,7 +77,7 @@ impl RwLock {
     ///
     /// Cancel safe: dropping the future removes its key in the background.
     pub async fn write(&self) -> Result<LockGuard> {
-        self.acquire(LockKind::Write, true).await
+        self.acquire_counted(LockKind::Write, true).await
     }
 
     /// A read lock if no writer holds or waits ahead, else [`Error::Locked`] at once.
@@ -79,7 +86,7 @@ impl RwLock {
     ///
     /// Cancel safe, as [`RwLock::read`].
     pub async fn try_read(&self) -> Result<LockGuard> {
-        self.acquire(LockKind::Read, false).await
+        self.acquire_counted(LockKind::Read, false).await
     }
 
     /// The write lock if nobody holds or waits, else [`Error::Locked`] at once.
@@ -88,24 +95,36 @@ impl RwLock {
     ///
     /// Cancel safe, as [`RwLock::write`].
     pub async fn try_write(&self) -> Result<LockGuard> {
-        self.acquire(LockKind::Write, false).await
+        self.acquire_counted(LockKind::Write, false).await
     }
 
     /// [`RwLock::read`] with a deadline: [`Error::Timeout`] when it passes, leaving no key.
     pub async fn read_timeout(&self, timeout: Duration) -> Result<LockGuard> {
-        tokio::time::timeout(timeout, self.read())
-            .await
-            .map_err(|_| Error::Timeout)?
+        let attempt = self.metrics(LockKind::Read).attempt();
+        let acquire = self.acquire(LockKind::Read, true, &attempt);
+        attempt.deadline(timeout, acquire).await
     }
 
     /// [`RwLock::write`] with a deadline: [`Error::Timeout`] when it passes, leaving no key.
     pub async fn write_timeout(&self, timeout: Duration) -> Result<LockGuard> {
-        tokio::time::timeout(timeout, self.write())
-            .await
-            .map_err(|_| Error::Timeout)?
+        let attempt = self.metrics(LockKind::Write).attempt();
+        let acquire = self.acquire(LockKind::Write, true, &attempt);
+        attempt.deadline(timeout, acquire).await
     }
 
-    async fn acquire(&self, kind: LockKind, wait: bool) -> Result<LockGuard> {
+    fn metrics(&self, kind: LockKind) -> &PrimitiveMetrics {
+        match kind {
+            LockKind::Read => &self.read_metrics,
+            _ => &self.write_metrics,
+        }
+    }
+
+    async fn acquire_counted(&self, kind: LockKind, wait: bool) -> Result<LockGuard> {
+        let attempt = self.metrics(kind).attempt();
+        self.acquire(kind, wait, &attempt).await
+    }
+
+    async fn acquire(&self, kind: LockKind, wait: bool, attempt: &Attempt) -> Result<LockGuard> {
         let (queue, side) = match kind {
             LockKind::Read => (&self.readers, "read/"),
             _ => (&self.writers, "write/"),
@@ -120,30 +139,40 @@ impl RwLock {
             )
             .as_bytes(),
         );
-        self.session.check_usable()?;
-        let claim = self.session.local().claim(
-            &self.writers.watch_prefix,
-            kind == LockKind::Write,
-            wait,
-        )?;
-        let (held, enqueued) = queue
-            .join(&self.session, key, b"", kind.name(), claim.into(), false)
-            .await?;
-        if wait {
-            let (revision, watch) = wait_turn(queue, &held, enqueued).await?;
-            // The prefix watch reports the key's loss from now on. A reader lets it go (readers
-            // hold together: each one's release would reach every other) and sets loss
-            // detection up on its first `lost()`.
-            if let (Some(watch), LockKind::Write) = (watch, kind) {
-                held.keep_watching(watch);
+        let name = telemetry::name_of(&self.writers.watch_prefix);
+        let span = telemetry::span(SpanOp::Acquire, kind.metric(), name, &key);
+        let acquired = async {
+            self.session.check_usable()?;
+            let claim = self.session.local().claim(
+                &self.writers.watch_prefix,
+                kind == LockKind::Write,
+                wait,
+            )?;
+            let (held, enqueued) = queue
+                .join(&self.session, key, b"", kind.name(), claim.into(), false)
+                .await?;
+            let ahead = enqueued.position;
+            if wait {
+                let (revision, watch) = wait_turn(queue, &held, enqueued).await?;
+                // The prefix watch reports the key's loss from now on. A reader lets it go
+                // (readers hold together: each one's release would reach every other) and sets
+                // loss detection up on its first `lost()`.
+                if let (Some(watch), LockKind::Write) = (watch, kind) {
+                    held.keep_watching(watch);
+                }
+                return Ok((held, revision, ahead));
             }
-            return Ok(LockGuard::new(held, revision, kind));
-        }
-        if queue.is_blocked(&held, &enqueued).await? {
-            // The lock stays Locked even if this cleanup fails: it is retried in the background.
-            let _ = held.release().await;
-            return Err(Error::Locked);
-        }
-        Ok(LockGuard::new(held, enqueued.revision, kind))
+            if queue.is_blocked(&held, &enqueued).await? {
+                // The lock stays Locked even if this cleanup fails: it is retried in the
+                // background.
+                let _ = held.release().await;
+                return Err(Error::Locked);
+            }
+            Ok((held, enqueued.revision, 0))
+        };
+        let (held, revision, ahead) = attempt.check(acquired.instrument(span.clone()).await)?;
+        telemetry::record_held(&span, held.rev, revision);
+        let held = held.with_hold(attempt.acquired(ahead));
+        Ok(LockGuard::new(held, revision, kind))
     }
 }

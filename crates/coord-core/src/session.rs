@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::Histogram;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -14,6 +15,11 @@ use crate::error::{Error, Result};
 use crate::kv::LeaseId;
 use crate::live::LiveLease;
 use crate::local::{Local, Turn};
+use crate::metered::Metered;
+use crate::telemetry::{
+    error_label, NameLabels, PrimitiveMetrics, SessionTelemetry, KEEPALIVE, KEEPALIVE_FAILURES,
+    SESSIONS_LOST,
+};
 use crate::watcher::WatchedNames;
 
 /// Default session TTL, in seconds (as etcd's Go package).
@@ -73,6 +79,7 @@ struct SessionInner {
     watched: Arc<WatchedNames>,
     local: Arc<Local>,
     runtime: Handle,
+    telemetry: SessionTelemetry,
 }
 
 impl fmt::Debug for Session {
@@ -92,6 +99,9 @@ pub struct SessionBuilder {
     backend: DynBackend,
     ttl: i64,
     lease: Option<LeaseId>,
+    name_labels: NameLabels,
+    /// Registered with the backend's handles, in `builder`, with the recorder of that moment.
+    keep_alive_latency: Histogram,
 }
 
 impl SessionBuilder {
@@ -108,6 +118,14 @@ impl SessionBuilder {
     /// lease"). `build` renews it at once, so its remaining TTL, however short, is reset.
     pub fn with_lease(mut self, lease: LeaseId) -> Self {
         self.lease = Some(lease);
+        self
+    }
+
+    /// Whether this session's primitives label their metrics with their names (default
+    /// [`NameLabels::Off`]: names are user data, a series per name can grow without bound).
+    /// See [`crate::telemetry`].
+    pub fn with_name_labels(mut self, name_labels: NameLabels) -> Self {
+        self.name_labels = name_labels;
         self
     }
 
@@ -154,6 +172,10 @@ impl SessionBuilder {
             watched: Arc::default(),
             local: Arc::default(),
             runtime,
+            telemetry: SessionTelemetry {
+                name_labels: self.name_labels,
+                cache: Default::default(),
+            },
         });
         let task = tokio::spawn(keep_alive(
             inner.backend.clone(),
@@ -161,6 +183,7 @@ impl SessionBuilder {
             ttl,
             sent,
             inner.end.clone(),
+            self.keep_alive_latency,
         ));
         *lock_unpoisoned(&inner.keep_alive) = Some(task);
         tracing::debug!(lease = format_args!("{lease:x}"), ttl, "session started");
@@ -175,11 +198,16 @@ impl Session {
     }
 
     /// A builder, for an existing lease or the default TTL.
+    ///
+    /// The session's metric handles (backend calls, keep-alives) are registered here, with the
+    /// [`metrics`] recorder installed now (see [`crate::telemetry`]).
     pub fn builder(backend: impl Backend) -> SessionBuilder {
         SessionBuilder {
             backend: into_dyn(backend),
             ttl: DEFAULT_TTL,
             lease: None,
+            name_labels: NameLabels::Off,
+            keep_alive_latency: metrics::histogram!(KEEPALIVE),
         }
     }
 
@@ -289,6 +317,7 @@ impl Session {
             Error::LeaseNotFound { lease } if lease == self.inner.lease => {
                 if !self.is_lost() {
                     tracing::warn!(lease = format_args!("{lease:x}"), "session lease lost");
+                    metrics::counter!(SESSIONS_LOST).increment(1);
                     self.inner.end.end();
                 }
                 self.ended_error()
@@ -338,6 +367,18 @@ impl Session {
         };
         self.check_usable()?;
         Ok(turn)
+    }
+
+    /// How this session's primitives label their metrics.
+    pub(crate) fn name_labels(&self) -> &NameLabels {
+        &self.inner.telemetry.name_labels
+    }
+
+    /// Metric handles shared by this session's primitives of one kind (names not labelled).
+    pub(crate) fn metrics_cache(
+        &self,
+    ) -> &std::sync::Mutex<std::collections::HashMap<&'static str, PrimitiveMetrics>> {
+        &self.inner.telemetry.cache
     }
 
     /// The session's in-process state (turns and rwlock claims).
@@ -390,6 +431,7 @@ async fn keep_alive(
     ttl: i64,
     renewed: Instant,
     end: Arc<LiveLease>,
+    latency: Histogram,
 ) {
     let end = EndOnDrop(end);
     let token = end.0.token();
@@ -397,6 +439,9 @@ async fn keep_alive(
     let period = ttl / 3;
     let mut expires = renewed + ttl;
     let mut next = renewed + period;
+    let failed = |e: &Error| {
+        metrics::counter!(KEEPALIVE_FAILURES, "error" => error_label(e)).increment(1);
+    };
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -406,25 +451,34 @@ async fn keep_alive(
         if sent >= expires {
             break;
         }
-        match tokio::time::timeout_at(expires, backend.lease_keep_alive(lease)).await {
+        let renewal = tokio::time::timeout_at(expires, backend.lease_keep_alive(lease)).await;
+        latency.record(sent.elapsed().as_secs_f64());
+        match renewal {
             Ok(Ok(left)) if left > 0 => {
                 expires = sent + Duration::from_secs(left as u64);
                 end.0.lives_until(expires);
                 next = sent + period;
             }
-            Ok(Ok(_)) | Ok(Err(Error::LeaseNotFound { .. })) => break,
+            Ok(Ok(_)) => break,
+            Ok(Err(e @ Error::LeaseNotFound { .. })) => {
+                failed(&e);
+                break;
+            }
             Ok(Err(e)) => {
+                failed(&e);
                 tracing::warn!(lease = format_args!("{lease:x}"), error = %e, "keep-alive failed; retrying");
                 next = (Instant::now() + period / 4).min(expires);
             }
-            Err(_) => {}
+            Err(_) => failed(&Error::Timeout),
         }
     }
+    metrics::counter!(SESSIONS_LOST).increment(1);
     tracing::warn!(lease = format_args!("{lease:x}"), "session lease lost");
 }
 
+/// Every session's calls are timed and counted (see [`crate::telemetry`]).
 fn into_dyn(backend: impl Backend) -> DynBackend {
-    Arc::new(backend)
+    Arc::new(Metered::new(backend))
 }
 
 /// Locks a std mutex, ignoring poisoning: the data it guards stays consistent at every await-free

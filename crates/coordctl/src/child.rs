@@ -1,4 +1,4 @@
-//! Running a command while a lock is held.
+//! Running a command while a lock (or a semaphore's permits) is held.
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
@@ -6,11 +6,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use coord_core::LockGuard;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::exit::{Failure, CANNOT_EXECUTE, ERROR, LOST, NOT_FOUND};
+use crate::lock::Held;
 use crate::signals::{Signals, Stop};
 
 /// Runs `command` with the lock's key and fencing token in its environment and waits for it.
@@ -21,8 +21,8 @@ use crate::signals::{Signals, Stop};
 /// waits for it to exit. If the lock is lost first, the command and every process it started
 /// are killed (SIGKILL) at once, since another holder may already be inside, and the run fails
 /// with [`LOST`]. If coordctl dies (even of SIGKILL), the kernel kills the command (Linux).
-pub async fn run_holding(
-    guard: &LockGuard,
+pub async fn run_holding<H: Held>(
+    guard: &H,
     what: &str,
     command: &[OsString],
     signals: &mut Signals,

@@ -15,7 +15,7 @@ Exit codes:
   3        --timeout passed while waiting for the lock or the leadership
   4        the lock or the leadership was lost while held (session expired, key deleted)
   5        `leader`: the election has no leader
-  CMD's    `lock`/`rwlock` with a command: the command's own exit code
+  CMD's    `lock`/`rwlock`/`semaphore` with a command: the command's own exit code
   126/127  the command could not be run (not executable / not found)
   128+N    interrupted by signal N while connecting or waiting (130 for SIGINT, 129 for
            SIGHUP, 143 for SIGTERM), or the command was killed by signal N
@@ -81,6 +81,11 @@ pub struct Global {
     /// Session TTL in seconds: how long a lock or leadership outlives a crashed coordctl.
     #[arg(long, global = true, default_value_t = 10)]
     pub ttl: i64,
+
+    /// Serve Prometheus metrics (`coord_*`, labelled with the lock or election name) over HTTP
+    /// on HOST:PORT while running, e.g. 127.0.0.1:9464.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The subcommands.
@@ -107,6 +112,17 @@ pub enum Command {
     #[command(group(ArgGroup::new("side").required(true).args(["read", "write"])))]
     #[command(after_long_help = EXIT_CODES_HELP)]
     Rwlock(RwlockArgs),
+
+    /// Take permits of a named counting semaphore (as `consul lock -n`): at most --permits
+    /// are held at once by everyone using NAME.
+    ///
+    /// Waits until --weight permits are free for it, first come first served (a later request
+    /// never overtakes an earlier one, even a smaller one). Keys are NAME/LEASE-N, valued
+    /// WEIGHT/PERMITS; everyone using NAME must give the same --permits (another value is an
+    /// error while the name is in use). The command, its environment (COORD_LOCK_KEY is the
+    /// permit's key), output and exit codes are as for `lock`.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Semaphore(SemaphoreArgs),
 
     /// Campaign in a named election (as `etcdctl elect`), or watch its leaders (--listen).
     ///
@@ -151,6 +167,27 @@ pub struct RwlockArgs {
     /// The lock's name.
     pub name: String,
     /// Command (and its arguments) to run while holding the lock; `--` before it is optional.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// `coordctl semaphore`.
+#[derive(Debug, Args)]
+pub struct SemaphoreArgs {
+    /// How many permits the semaphore has in all (the same for everyone using NAME).
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..))]
+    pub permits: u32,
+    /// How many of them to take (1 to --permits).
+    #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub weight: u32,
+    /// The semaphore's name.
+    pub name: String,
+    /// Command (and its arguments) to run while holding the permits; `--` before it is
+    /// optional.
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
@@ -265,6 +302,35 @@ mod tests {
         assert!(Cli::try_parse_from(["coordctl", "rwlock", "x"]).is_err());
         assert!(Cli::try_parse_from(["coordctl", "rwlock", "--read", "--write", "x"]).is_err());
         assert!(Cli::try_parse_from(["coordctl", "rwlock", "--read", "x", "--", "true"]).is_ok());
+    }
+
+    #[test]
+    fn semaphore_needs_permits_and_takes_a_weight() {
+        assert!(Cli::try_parse_from(["coordctl", "semaphore", "x", "--", "true"]).is_err());
+        assert!(Cli::try_parse_from(["coordctl", "semaphore", "x", "--permits", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["coordctl", "semaphore", "x", "-n", "2", "--weight", "0"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "coordctl",
+            "semaphore",
+            "x",
+            "--permits",
+            "3",
+            "--weight",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .unwrap();
+        let Command::Semaphore(args) = cli.command else {
+            panic!("not semaphore")
+        };
+        assert_eq!((args.permits, args.weight), (3, 2));
+        assert_eq!(args.command, ["sh", "-c", "exit 3"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord_core::{DynBackend, Error, Session};
+use coord_core::{DynBackend, Error, NameLabels, Session};
 use coord_etcd::EtcdConfig;
 use coord_postgres::PostgresConfig;
 
@@ -130,7 +130,15 @@ pub async fn connect(global: &Global, signals: &mut Signals) -> Result<DynBacken
 pub async fn connect_session(global: &Global, signals: &mut Signals) -> Result<Session, Failure> {
     let start = async {
         let backend = dial(global).await?;
-        Session::new(backend, global.ttl)
+        // One process, one name: labelling the metrics with it keeps them bounded.
+        let name_labels = match global.metrics_addr {
+            Some(_) => NameLabels::Full,
+            None => NameLabels::Off,
+        };
+        Session::builder(backend)
+            .with_ttl(global.ttl)
+            .with_name_labels(name_labels)
+            .build()
             .await
             .map_err(|e| Failure::coord("cannot start a session", &e))
     };

@@ -1,4 +1,5 @@
-//! `coordctl lock` and `coordctl rwlock`.
+//! `coordctl lock` and `coordctl rwlock`, and holding while a command runs (also for
+//! `coordctl semaphore`).
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -41,22 +42,51 @@ pub async fn run(
 ) -> Result<i32, Failure> {
     let what = side.describe(name);
     let session = connect::connect_session(global, signals).await?;
-    let result = hold(global, signals, &session, side, name, &what, command).await;
+    let acquired = acquire(&session, side, name, global.timeout);
+    let result = hold(global, signals, &what, acquired, command).await;
     connect::close(&session).await;
     result
 }
 
-async fn hold(
+/// What coordctl holds while a command runs or until a stop signal: a lock's guard or a
+/// semaphore's permits.
+pub(crate) trait Held {
+    /// The key written for it.
+    fn key(&self) -> &[u8];
+    /// Its fencing token.
+    fn fencing_token(&self) -> i64;
+    /// Resolves when it is lost.
+    async fn lost(&self) -> Error;
+    /// Releases it.
+    async fn release(self) -> coord_core::Result<()>;
+}
+
+impl Held for LockGuard {
+    fn key(&self) -> &[u8] {
+        LockGuard::key(self)
+    }
+    fn fencing_token(&self) -> i64 {
+        LockGuard::fencing_token(self)
+    }
+    async fn lost(&self) -> Error {
+        LockGuard::lost(self).await
+    }
+    async fn release(self) -> coord_core::Result<()> {
+        self.unlock().await
+    }
+}
+
+/// Waits for `acquired` (interrupted by a stop signal), then runs `command` while holding what
+/// it gives, or holds it until a stop signal; releases it. `what` names it in messages.
+pub(crate) async fn hold<H: Held>(
     global: &Global,
     signals: &mut Signals,
-    session: &Session,
-    side: Side,
-    name: &str,
     what: &str,
+    acquired: impl std::future::Future<Output = coord_core::Result<H>>,
     command: &[OsString],
 ) -> Result<i32, Failure> {
     let guard = tokio::select! {
-        guard = acquire(session, side, name, global.timeout) => match guard {
+        guard = acquired => match guard {
             Ok(guard) => guard,
             Err(Error::Timeout) => return Err(Failure::new(
                 TIMEOUT,
@@ -120,9 +150,9 @@ async fn acquire(
     }
 }
 
-/// Unlocks; a lock found already gone is [`LOST`].
-async fn release(guard: LockGuard, what: &str, when: &str) -> Result<(), Failure> {
-    match guard.unlock().await {
+/// Releases; a lock or permit found already gone is [`LOST`].
+async fn release<H: Held>(guard: H, what: &str, when: &str) -> Result<(), Failure> {
+    match guard.release().await {
         Ok(()) => Ok(()),
         Err(e @ (Error::NotHeld { .. } | Error::SessionExpired { .. })) => Err(Failure::new(
             LOST,

@@ -7,6 +7,7 @@
 //! ```text
 //! coordctl lock NAME [-- CMD ARGS...]            # like `etcdctl lock`
 //! coordctl rwlock --read|--write NAME [-- CMD...]
+//! coordctl semaphore NAME --permits N [--weight K] [-- CMD...]   # like `consul lock -n N`
 //! coordctl elect NAME PROPOSAL                   # like `etcdctl elect`
 //! coordctl elect --listen NAME                   # like `etcdctl elect -l`
 //! coordctl leader NAME                           # the current leader's value
@@ -22,6 +23,7 @@ mod elect;
 mod exit;
 mod lock;
 mod reap;
+mod semaphore;
 mod signals;
 
 use std::io::Write;
@@ -73,6 +75,12 @@ async fn run(cli: Cli) -> i32 {
         }
     };
     let global = &cli.global;
+    if let Some(addr) = global.metrics_addr {
+        if let Err(e) = serve_metrics(addr) {
+            eprintln!("coordctl: cannot serve metrics on {addr}: {e}");
+            return ERROR;
+        }
+    }
     let result = match &cli.command {
         Command::Lock(args) => {
             lock::run(global, &mut signals, Side::Mutex, &args.name, &args.command).await
@@ -81,6 +89,7 @@ async fn run(cli: Cli) -> i32 {
             let side = if args.read { Side::Read } else { Side::Write };
             lock::run(global, &mut signals, side, &args.name, &args.command).await
         }
+        Command::Semaphore(args) => semaphore::run(global, &mut signals, args).await,
         Command::Elect(args) => match &args.proposal {
             Some(proposal) if !args.listen => {
                 elect::campaign(global, &mut signals, &args.name, proposal).await
@@ -98,6 +107,23 @@ async fn run(cli: Cli) -> i32 {
             failure.code
         }
     }
+}
+
+/// Serves Prometheus text on `addr` (any path) from a recorder installed for the whole
+/// process, before any session exists (primitives register their handles when built).
+fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        // Histograms as buckets, so that quantiles can be aggregated across processes.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            coord_core::telemetry::SECONDS_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| e.to_string())?;
+    coord_core::telemetry::describe();
+    Ok(())
 }
 
 /// Writes each of `lines` and a newline to stdout, raw bytes as etcdctl prints them, and

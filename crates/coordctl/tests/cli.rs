@@ -761,6 +761,76 @@ async fn rwlock_readers_share_and_a_writer_waits_for_them() {
     assert_eq!(writer.code(), 0, "stderr: {}", writer.stderr());
 }
 
+/// Three `coordctl semaphore --permits 2` processes running a command that logs its start and
+/// end: never more than two inside at once (by the log's order), all three ran, and no key is
+/// left. A fourth asking with another capacity meanwhile fails (exit 1) and leaves no key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semaphore_runs_at_most_permits_commands_at_once() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("sem");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        r#"echo "start $COORD_FENCING_TOKEN" >> {log}; sleep 0.5; echo "end $COORD_FENCING_TOKEN" >> {log}"#,
+        log = log.display()
+    );
+    let mut runs: Vec<Proc> = (0..3)
+        .map(|i| {
+            let mut cmd = coordctl(&etcd);
+            cmd.args([
+                "semaphore",
+                &name,
+                "--permits",
+                "2",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ]);
+            Proc::spawn(&format!("coordctl semaphore #{i}"), cmd)
+        })
+        .collect();
+    let backend = backend(&etcd).await;
+    eventually("the three have written their keys", || async {
+        keys(&backend, &name).await.len() == 3
+    })
+    .await;
+    let mut other = coordctl(&etcd);
+    other.args(["semaphore", &name, "--permits", "3", "--", "true"]);
+    let (code, _, stderr) = output(other);
+    assert!(
+        code == Some(1) && stderr.contains("capacity"),
+        "another capacity while the name is in use: {code:?} {stderr}"
+    );
+    for run in &mut runs {
+        assert_eq!(run.code(), 0, "stderr: {}", run.stderr());
+    }
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 6, "three starts and three ends: {lines:?}");
+    let (mut inside, mut most) = (0, 0);
+    for line in &lines {
+        if line.starts_with("start") {
+            inside += 1;
+            most = most.max(inside);
+        } else {
+            inside -= 1;
+        }
+    }
+    assert!(most <= 2, "more than two commands at once: {lines:?}");
+    let mut tokens: Vec<&str> = lines.iter().map(|l| l.split_once(' ').unwrap().1).collect();
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 3, "three distinct permits: {lines:?}");
+    eventually("no semaphore key is left", || async {
+        keys(&backend, &name).await.is_empty()
+    })
+    .await;
+}
+
 #[test]
 fn an_unreachable_endpoint_fails_with_one_line_within_the_dial_timeout() {
     // A port nobody listens on: bound, then released.
@@ -1109,4 +1179,96 @@ fn postgres_url_misuse_is_a_usage_error() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
+}
+
+/// The Prometheus text served at `addr`, fetched over plain HTTP/1.0.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to --metrics-addr");
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("read the scrape");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// The value of the series `name` whose labels include every `label="value"` of `labels`.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(id, _)| {
+            id.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| id.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse().expect("a number"))
+}
+
+/// A loopback address nothing listens on now.
+fn free_addr() -> std::net::SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_addr_serves_the_held_gauge_while_the_lock_is_held() {
+    let Some(etcd) = etcd().await else { return };
+    let name = unique("metrics");
+    let addr = free_addr();
+    let mut cmd = coordctl(&etcd);
+    cmd.arg("--metrics-addr").arg(addr.to_string()).args([
+        "lock",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo held; sleep 30",
+    ]);
+    let mut run = Proc::spawn("coordctl --metrics-addr lock -- sleep", cmd);
+    assert_eq!(run.line(), "held");
+
+    let text = scrape(addr);
+    let lock = [("primitive", "mutex"), ("name", name.as_str())];
+    assert_eq!(series(&text, "coord_held", &lock), Some(1.0), "{text}");
+    assert_eq!(
+        series(&text, "coord_acquisitions_total", &lock),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "coord_acquire_wait_seconds_count", &lock),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        series(&text, "coord_backend_call_seconds_count", &[("op", "txn")]) >= Some(1.0),
+        "the lock's txn: {text}"
+    );
+
+    // Released on SIGTERM: nothing is left held.
+    run.signal(Signal::SIGTERM);
+    run.wait();
+    let backend = backend(&etcd).await;
+    assert!(keys(&backend, &name).await.is_empty());
+}
+
+#[test]
+fn an_unusable_metrics_addr_is_one_line_of_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", "127.0.0.1:1", "--metrics-addr"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .args(["leader", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    one_line(&String::from_utf8_lossy(&out.stderr));
 }

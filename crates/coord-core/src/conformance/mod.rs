@@ -51,6 +51,7 @@ mod election;
 mod lease;
 mod mutex;
 mod rwlock;
+mod semaphore;
 mod session;
 mod storage;
 pub(crate) mod support;
@@ -78,6 +79,11 @@ pub use rwlock::{
     rwlock_cancelled_writer, rwlock_contention, rwlock_fifo_fairness, rwlock_reader_expires,
     rwlock_readers_share, rwlock_same_session_conflicts, rwlock_try_variants,
     rwlock_writer_excludes,
+};
+pub use semaphore::{
+    semaphore_bad_input, semaphore_cancelled_waiter, semaphore_capacity_mismatch,
+    semaphore_exclusion, semaphore_fifo_no_barging, semaphore_session_loss_frees_permits,
+    semaphore_timeout_leaves_nothing, semaphore_tokens_rise, semaphore_try_acquire,
 };
 pub use session::{
     primitives_reject_bad_input, session_close, session_existing_lease, session_invalid_ttl,
@@ -149,6 +155,15 @@ macro_rules! __coord_conformance_scenarios {
             rwlock_cancelled_writer,
             rwlock_reader_expires,
             rwlock_same_session_conflicts,
+            semaphore_exclusion,
+            semaphore_fifo_no_barging,
+            semaphore_try_acquire,
+            semaphore_timeout_leaves_nothing,
+            semaphore_cancelled_waiter,
+            semaphore_session_loss_frees_permits,
+            semaphore_capacity_mismatch,
+            semaphore_bad_input,
+            semaphore_tokens_rise,
             election_observe_leaders,
             election_failover_on_close,
             election_recampaign_proclaims,

@@ -1,0 +1,67 @@
+//! The "Cost of metrics" section of `BENCHMARKS.md`: uncontended lock + unlock with a
+//! Prometheus recorder against none (`metrics_overhead`, by scripts/bench-metrics.sh).
+
+use std::fmt::Write as _;
+
+use crate::report::{num, ratio, Results};
+use crate::stats::BenchResult;
+
+const SCENARIO: &str = "metrics_overhead";
+/// The most the recorder may cost (issue 13).
+const TARGET: f64 = 1.03;
+
+fn extra(key: &'static str) -> impl Fn(&BenchResult) -> Option<f64> {
+    move |r| r.extra_f64(key)
+}
+
+/// The section, or `None` when the results hold no `metrics_overhead` run.
+pub fn render(r: &Results) -> Option<String> {
+    let stores = [("metrics-mem", "coord-mem"), ("metrics-etcd", "etcd")];
+    if stores
+        .iter()
+        .all(|(imp, _)| r.series(imp, SCENARIO, extra("ratio_median")).is_empty())
+    {
+        return None;
+    }
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "## Cost of metrics\n");
+    let _ = writeln!(
+        w,
+        "Uncontended lock + unlock on a session whose metrics go to a Prometheus recorder \
+         (`metrics-exporter-prometheus`, upkeep between blocks) against one with no recorder, \
+         in one process: {} pairs of blocks per round, alternating which goes first \
+         (`coord-bench --scenario metrics`). Ratio: per round, the median over pairs of \
+         (block median with the recorder) / (block median without); median over rounds \
+         (range). Each run checks that the recorder counted every acquisition.\n",
+        r.med(stores[0].0, SCENARIO, extra("pairs"))
+            .or_else(|| r.med(stores[1].0, SCENARIO, extra("pairs")))
+            .map_or("–".to_string(), |p| num(Some(p)))
+    );
+    let _ = writeln!(
+        w,
+        "| store | p50 without (µs) | p50 with recorder (µs) | with / without | target |\n\
+         |---|---:|---:|---:|---|"
+    );
+    for (imp, store) in stores {
+        let ratios = r.series(imp, SCENARIO, extra("ratio_median"));
+        if ratios.is_empty() {
+            continue;
+        }
+        let us = |key| r.med(imp, SCENARIO, extra(key)).map(|ns| ns / 1000.0);
+        let verdict = match crate::stats::median(&ratios) {
+            Some(m) if m <= TARGET => "met",
+            Some(_) => "**not met**",
+            None => "–",
+        };
+        let _ = writeln!(
+            w,
+            "| {store} | {} | {} | {} | ≤ {TARGET}x: {verdict} |",
+            num(us("p50_ns_without")),
+            num(us("p50_ns_with_recorder")),
+            ratio(&ratios),
+        );
+    }
+    let _ = writeln!(w);
+    Some(md)
+}
