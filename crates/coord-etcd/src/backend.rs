@@ -1,9 +1,8 @@
 //! [`EtcdBackend`]: [`coord_core::Backend`] on etcd v3, one RPC per call.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -15,18 +14,16 @@ use coord_core::{
 };
 use etcd_client::{
     CompactionOptions, DeleteOptions, GetOptions, LeaseClient, LeaseGrantOptions,
-    LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions, PutOptions,
+    LeaseTimeToLiveOptions, PutOptions,
 };
 use futures::StreamExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::config::EtcdConfig;
 use crate::error::{self, EtcdError, Kind};
+use crate::keep_alive::{self, GrpcOpener, KeepAlives};
 use crate::transport::Transport;
 use crate::watch::{self, WatchSettings};
-
-/// A cached keep-alive stream is dropped after this long without use.
-const KEEPER_IDLE: Duration = Duration::from_secs(120);
 
 /// [`coord_core::Backend`] on etcd v3 (through `etcd-client`).
 ///
@@ -36,9 +33,12 @@ const KEEPER_IDLE: Duration = Duration::from_secs(120);
 /// [`Error::Unavailable`]. Failures map into [`Error`] by meaning (see the crate docs), with
 /// etcd's error kept as the source.
 ///
-/// `lease_keep_alive` keeps one keep-alive stream per lease and reuses it (a renewal is then
-/// one message each way); the stream is dropped when it fails, when the lease is revoked or
-/// gone, and after two minutes without use.
+/// `lease_keep_alive` renews over **one** `LeaseKeepAlive` stream shared by every lease of the
+/// backend (and its clones), as etcd's Go client does: a renewal is one message each way, and
+/// 1,000 sessions hold one stream on etcd, not 1,000. The stream is opened by the first
+/// renewal, re-opened by the next renewal after it failed (those waiting on it get
+/// [`Error::Unavailable`]), and closed after two minutes without renewals or when the last
+/// clone of the backend is dropped.
 #[derive(Clone)]
 pub struct EtcdBackend {
     inner: Arc<Inner>,
@@ -50,26 +50,7 @@ struct Inner {
     kv: etcd_client::KvClient,
     watch: etcd_client::WatchClient,
     lease: LeaseClient,
-    keepers: Mutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<KeeperSlot>>>>,
-}
-
-struct KeeperSlot {
-    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-    /// A renewal was sent and its answer not read (its call was cancelled): the stream's
-    /// answers no longer match its requests, so it is replaced.
-    in_flight: bool,
-    /// When the slot was created or last renewed successfully.
-    last_used: Instant,
-}
-
-impl KeeperSlot {
-    fn new() -> Self {
-        KeeperSlot {
-            stream: None,
-            in_flight: false,
-            last_used: Instant::now(),
-        }
-    }
+    keep_alives: KeepAlives,
 }
 
 impl fmt::Debug for EtcdBackend {
@@ -144,12 +125,18 @@ impl EtcdBackend {
         tracing::debug!(?endpoints, user = ?config.user(), tls = config.uses_tls(), "connected to etcd");
         Ok(EtcdBackend {
             inner: Arc::new(Inner {
-                transport,
+                transport: transport.clone(),
                 kv: client.kv_client().max_decoding_message_size(max),
                 watch: client.watch_client().max_decoding_message_size(max),
                 lease: client.lease_client(),
+                keep_alives: KeepAlives::new(
+                    Arc::new(GrpcOpener { transport }),
+                    keep_alive::Settings {
+                        request_timeout: config.request_timeout(),
+                        idle: keep_alive::IDLE,
+                    },
+                ),
                 config,
-                keepers: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -255,66 +242,6 @@ impl EtcdBackend {
             .unwrap_or(requested.saturating_add(1).max(1));
         Error::Compacted { compact_revision }
     }
-
-    fn keeper_slot(&self, id: LeaseId) -> Arc<tokio::sync::Mutex<KeeperSlot>> {
-        let mut keepers = self.inner.keepers.lock().unwrap_or_else(|e| e.into_inner());
-        keepers.retain(|&lease, slot| {
-            lease == id
-                || match slot.try_lock() {
-                    Ok(slot) => slot.last_used.elapsed() < KEEPER_IDLE,
-                    Err(_) => true,
-                }
-        });
-        keepers
-            .entry(id)
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(KeeperSlot::new())))
-            .clone()
-    }
-
-    fn forget_keeper(&self, id: LeaseId, slot: Option<&Arc<tokio::sync::Mutex<KeeperSlot>>>) {
-        let mut keepers = self.inner.keepers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(current) = keepers.get(&id) {
-            if slot.map_or(true, |slot| Arc::ptr_eq(current, slot)) {
-                keepers.remove(&id);
-            }
-        }
-    }
-}
-
-/// One renewal on the slot's stream, opening it first if needed. Returns the TTL etcd reports.
-async fn renew(slot: &mut KeeperSlot, client: &LeaseClient, id: LeaseId) -> Result<i64> {
-    if slot.in_flight {
-        slot.stream = None;
-    }
-    let KeeperSlot {
-        stream, in_flight, ..
-    } = slot;
-    if stream.is_none() {
-        // Opening renews once and checks the lease exists; its TTL is not handed out, so the
-        // renewal below asks again.
-        *stream = Some(
-            client
-                .clone()
-                .keep_alive(id)
-                .await
-                .map_err(|e| error::from_client(e, id))?,
-        );
-    }
-    let Some((keeper, responses)) = stream.as_mut() else {
-        unreachable!("the keep-alive stream was just opened");
-    };
-    *in_flight = true;
-    keeper
-        .keep_alive()
-        .await
-        .map_err(|e| error::from_client(e, id))?;
-    let resp = responses
-        .message()
-        .await
-        .map_err(|e| error::from_client(e, id))?
-        .ok_or_else(|| error::described(Kind::Unavailable, "keep-alive stream closed", id))?;
-    *in_flight = false;
-    Ok(resp.ttl())
 }
 
 /// A [`KeyRange`] in etcd's terms.
@@ -687,7 +614,6 @@ impl Backend for EtcdBackend {
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.forget_keeper(id, None);
         let rpc = || {
             let mut lease = self.inner.lease.clone();
             async move { lease.revoke(id).await }
@@ -697,23 +623,7 @@ impl Backend for EtcdBackend {
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        let slot = self.keeper_slot(id);
-        let mut guard = slot.lock().await;
-        let after = self.inner.config.request_timeout();
-        let result = tokio::time::timeout(after, renew(&mut guard, &self.inner.lease, id)).await;
-        let result = match result {
-            Ok(Ok(ttl)) if ttl > 0 => {
-                guard.last_used = Instant::now();
-                return Ok(ttl);
-            }
-            Ok(Ok(_)) => Err(Error::LeaseNotFound { lease: id }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(error::timeout("lease_keep_alive", after)),
-        };
-        // The stream failed or the lease is gone: drop the stream, open a new one next time.
-        guard.stream = None;
-        drop(guard);
-        self.forget_keeper(id, Some(&slot));
+        let result = self.inner.keep_alives.renew(id).await;
         if let Err(e) = &result {
             tracing::debug!(lease = id, error = %e, "etcd lease keep-alive failed");
         }

@@ -22,6 +22,7 @@
 //! | [`EtcdConfig`] | `config.rs` | endpoints, TLS, user, timeouts; `Debug` hides secrets |
 //! | error mapping | `error.rs` | etcd status/messages → [`coord_core::Error`] by meaning |
 //! | watches | `watch.rs` | returns once registered, re-opens after a lost connection |
+//! | lease keep-alive | `keep_alive.rs` | every lease's renewals over one stream per backend |
 //! | transport | `transport.rs` | HTTP/2 over TCP or TLS under `etcd-client`, failover, keep-alive |
 //!
 //! # Error mapping
@@ -75,11 +76,27 @@
 //! - Permission errors and other failures a retry cannot fix end the stream at once.
 //! - Dropping the stream resets its gRPC stream, and etcd removes the watcher; no task runs
 //!   in the background.
+//!
+//! # Lease keep-alive
+//!
+//! - [`Backend::lease_keep_alive`](coord_core::Backend::lease_keep_alive) renews over one
+//!   `LeaseKeepAlive` gRPC stream per backend (clones share it), whatever the lease, as etcd's
+//!   Go client does: 1,000 idle sessions on one backend hold one stream on etcd. A task owns
+//!   the stream; each answer (lease, TTL) goes to the oldest renewal waiting for that lease.
+//! - A renewal fails with [`coord_core::Error::LeaseNotFound`] when etcd answers TTL 0, and
+//!   with [`coord_core::Error::Unavailable`] when no answer comes within the request timeout
+//!   or the stream fails (lost connection, "no leader"); every renewal waiting on a failed
+//!   stream gets that error, and the next renewal opens a new stream (on another endpoint when
+//!   the member did not answer or had no leader).
+//! - A cancelled renewal is harmless: its answer is discarded, the others still match.
+//! - The stream and its task start with the first renewal and end after two minutes without
+//!   one, or when the last clone of the backend is dropped.
 #![deny(missing_docs)]
 
 mod backend;
 mod config;
 mod error;
+mod keep_alive;
 mod transport;
 mod watch;
 

@@ -83,6 +83,9 @@ struct Shared {
     keep_alive: Option<(Duration, Duration)>,
     /// The endpoint requests go to, and how many times that changed.
     pinned: Mutex<Pinned>,
+    /// The auth token `etcd-client` last sent (it authenticates and refreshes the token
+    /// itself), for the streams this crate opens on its own (lease keep-alive).
+    auth_token: Mutex<Option<http::HeaderValue>>,
 }
 
 #[derive(Clone, Copy)]
@@ -104,6 +107,9 @@ struct Target {
     /// When connecting last failed.
     failed_at: Mutex<Option<Instant>>,
 }
+
+/// The gRPC metadata (HTTP/2 header) etcd reads its auth token from.
+const AUTH_TOKEN: &str = "token";
 
 /// How long an endpoint that could not be reached is passed over while others can be.
 const SKIP_FAILED: Duration = Duration::from_secs(1);
@@ -148,6 +154,7 @@ impl Transport {
                     index: 0,
                     generation: 0,
                 }),
+                auth_token: Mutex::new(None),
             }),
         })
     }
@@ -169,6 +176,11 @@ impl Transport {
             tracing::debug!(endpoint = %from, "etcd endpoint demoted");
             shared.repin(pinned, (pinned.index + 1) % shared.targets.len());
         }
+    }
+
+    /// The auth token of the last request that carried one (none without etcd auth).
+    pub(crate) fn auth_token(&self) -> Option<http::HeaderValue> {
+        lock(&self.shared.auth_token).clone()
     }
 }
 
@@ -199,6 +211,12 @@ impl Shared {
         request: http::Request<Body>,
     ) -> std::result::Result<http::Response<Body>, Status> {
         let (head, mut body) = request.into_parts();
+        if let Some(token) = head.headers.get(AUTH_TOKEN) {
+            let mut known = lock(&self.auth_token);
+            if known.as_ref() != Some(token) {
+                *known = Some(token.clone());
+            }
+        }
         let n = self.targets.len();
         let pinned = *lock(&self.pinned);
         // The pinned endpoint, then the others in turn; those that failed lately go last.

@@ -81,6 +81,17 @@ async fn app_user_is_confined_to_its_prefix() {
     let del = app.delete(DeleteRequest::new(empty.clone())).await.unwrap();
     assert_eq!(del.deleted, 0);
     drop(app.watch(WatchRequest::new(empty)).await.unwrap());
+    // Leases: the keep-alive stream this crate opens itself carries the user's token too.
+    let lease = app.lease_grant(30, None).await.unwrap();
+    app.put(PutRequest::new("/app/leased", "1").with_lease(lease.id))
+        .await
+        .unwrap();
+    assert!(app.lease_keep_alive(lease.id).await.unwrap() >= 29);
+    app.lease_revoke(lease.id).await.unwrap();
+    assert!(matches!(
+        app.lease_keep_alive(lease.id).await,
+        Err(Error::LeaseNotFound { .. })
+    ));
 
     // Outside: PermissionDenied, at once, for every kind of call.
     let started = Instant::now();

@@ -54,7 +54,7 @@ async fn grant_keep_alive_ttl_list_revoke() {
         let left = b.lease_keep_alive(grant.id).await.unwrap();
         assert!((19..=20).contains(&left), "{left}");
     }
-    // Concurrent renewals of one lease are serialized, not mixed up.
+    // Concurrent renewals of one lease each get an answer of their own.
     let renewals = (0..8).map(|_| {
         let b = b.clone();
         tokio::spawn(async move { b.lease_keep_alive(grant.id).await })

@@ -4,6 +4,7 @@
 mod auth;
 mod cluster;
 mod errors;
+mod keep_alive;
 mod kv;
 mod lease;
 mod tls;
