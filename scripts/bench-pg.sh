@@ -5,7 +5,8 @@
 # PostgreSQL (fsync on), for BENCH_ROUNDS rounds, into the same results directory as the etcd
 # part (implementations `pg-ours` and `pg-advisory`); then the server's single-writer commit
 # rate (`pg_commit_rate`, each round) and, once, the table sizes over BENCH_PG_CYCLES lock
-# cycles (`pg_bounded`, 100,000 by default: several minutes).
+# cycles (`pg_bounded`, 100,000 by default: several minutes), sampled after each fifth of
+# them once the compactor has caught up.
 #
 # Needs from bench.sh: repo, out, rounds, iters, uncontended_iters, workers, shared, ours,
 # measure.

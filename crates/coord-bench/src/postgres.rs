@@ -54,8 +54,10 @@ impl Bench {
     }
 
     /// `memory_cycles` lock + unlock cycles from `workers` sessions (each on its own name), with
-    /// the store's default history retention: the sizes of coord's tables after the first fifth
-    /// and at the end. They must not grow with the cycles.
+    /// the store's default history retention, in [`BOUNDED_SAMPLES`] equal stretches. After
+    /// each stretch the workers pause until the compactor has caught up (the log holds at most
+    /// the retention and one compaction step), and the sizes of coord's tables (heap, indexes
+    /// and TOAST apart, and rows) are sampled: the series shows whether they level off.
     pub(crate) async fn pg_bounded(&self) -> BenchResultOr<BenchResult> {
         let name = "pg_bounded";
         let backend = self
@@ -66,65 +68,162 @@ impl Bench {
         let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
         let conn = tokio::spawn(conn);
         let schema = backend.config().schema().to_string();
-        let sizes_sql = format!(
-            "SELECT pg_total_relation_size('\"{schema}\".log'), \
-             pg_total_relation_size('\"{schema}\".kv'), \
-             pg_total_relation_size('\"{schema}\".lease'), \
-             (SELECT count(*) FROM \"{schema}\".log)"
-        );
+        let retention = backend.config().history_retention();
         let cycles = self.memory_cycles;
-        let warm_up = cycles / 5;
+        let mut sessions = Vec::new();
+        for w in 0..self.workers.max(1) {
+            let (session, _) = self.session(self.ttl).await?;
+            let mutex = Mutex::new(&session, format!("bounded/{w}"))?;
+            sessions.push((session, mutex));
+        }
         let done = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
-        let mut tasks = Vec::new();
-        for w in 0..self.workers {
-            let (bench, done) = (self.clone(), done.clone());
-            tasks.push(tokio::spawn(async move {
-                let (session, _) = bench.session(bench.ttl).await?;
-                let mutex = Mutex::new(&session, format!("bounded/{w}"))?;
-                while done.fetch_add(1, Ordering::Relaxed) < cycles {
-                    mutex.lock().await?.unlock().await?;
-                }
-                Session::close(&session).await?;
-                BenchResultOr::Ok(())
-            }));
-        }
-        while done.load(Ordering::Relaxed) < warm_up {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        let warm = table_sizes(&client, &sizes_sql).await?;
-        for t in tasks {
-            t.await??;
+        let mut samples = Vec::new();
+        for k in 1..=BOUNDED_SAMPLES {
+            let target = cycles * k / BOUNDED_SAMPLES;
+            let mut tasks = Vec::new();
+            for (_, mutex) in &sessions {
+                let (mutex, done) = (mutex.clone(), done.clone());
+                tasks.push(tokio::spawn(async move {
+                    while done.fetch_add(1, Ordering::Relaxed) < target {
+                        mutex.lock().await?.unlock().await?;
+                    }
+                    BenchResultOr::Ok(())
+                }));
+            }
+            for t in tasks {
+                t.await??;
+            }
+            // The overshoot of the counter is not cycles.
+            done.store(target, Ordering::Relaxed);
+            let (kept, caught_up) = wait_for_compaction(&client, &schema, retention).await?;
+            let mut sample = table_sizes(&client, &schema).await?;
+            sample["cycles"] = json!(target);
+            sample["kept_at_stretch_end"] = json!(kept);
+            sample["compaction_caught_up"] = json!(caught_up);
+            samples.push(sample);
         }
         let seconds = start.elapsed().as_secs_f64();
-        // Let the compactor catch up with the last writes.
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-        let end = table_sizes(&client, &sizes_sql).await?;
+        for (session, _) in sessions {
+            Session::close(&session).await?;
+        }
         drop(client);
         let _ = conn.await;
-        let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
+        let verdict = bounded_verdict(&samples);
         Ok(
             BenchResult::new(name, cycles, seconds, &[]).with_extra(json!({
-                "history_retention": backend.config().history_retention(),
-                "warm_up_cycles": warm_up,
-                "log_mib_after_warm_up": mib(warm.0),
-                "kv_mib_after_warm_up": mib(warm.1),
-                "lease_mib_after_warm_up": mib(warm.2),
-                "log_rows_after_warm_up": warm.3,
-                "log_mib_at_end": mib(end.0),
-                "kv_mib_at_end": mib(end.1),
-                "lease_mib_at_end": mib(end.2),
-                "log_rows_at_end": end.3,
+                "history_retention": retention,
+                "samples": samples,
+                "bounded": verdict,
             })),
         )
     }
 }
 
-/// `(log, kv, lease)` bytes and log rows.
+/// Samples of `pg_bounded`: one after each fifth of the cycles.
+const BOUNDED_SAMPLES: u64 = 5;
+
+/// What "no growth" allows between samples: the compactor VACUUMs every half retention of
+/// compacted revisions, so a sample may land anywhere in that cycle; between the low and the
+/// high of it the log's space differs by up to that many rows' worth. On top, this much
+/// relative noise (pages PostgreSQL keeps after a VACUUM, the free-space map's growth).
+const BOUNDED_NOISE: f64 = 0.10;
+
+/// Waits (at most 30 s) until the log holds at most the retention plus one compaction step
+/// of revisions (2 a cycle), then lets one more compactor pass and its VACUUM run. Returns
+/// the revisions the log kept when the stretch ended (how far the compactor lagged under
+/// load) and whether it caught up.
+async fn wait_for_compaction(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    retention: u64,
+) -> Result<(i64, bool), tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT (SELECT revision FROM \"{schema}\".revision) - \
+                (SELECT compact_revision FROM \"{schema}\".meta)"
+    );
+    let slack = (retention / 10).clamp(1, 100) as i64;
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let at_end: i64 = client.query_one(&sql, &[]).await?.get(0);
+    loop {
+        let kept: i64 = client.query_one(&sql, &[]).await?.get(0);
+        if kept <= retention as i64 + slack {
+            // The reaper passes every 250 ms: one more, so a VACUUM it was due starts.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            return Ok((at_end, true));
+        }
+        if Instant::now() >= deadline {
+            return Ok((at_end, false));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Sizes (bytes) of each table of coord's schema: heap, indexes, TOAST (with the free-space
+/// and visibility maps counted in the heap, as `pg_table_size` does), the live rows, and the
+/// VACUUMs (manual and auto) it has had.
 async fn table_sizes(
     client: &tokio_postgres::Client,
-    sql: &str,
-) -> Result<(i64, i64, i64, i64), tokio_postgres::Error> {
-    let row = client.query_one(sql, &[]).await?;
-    Ok((row.get(0), row.get(1), row.get(2), row.get(3)))
+    schema: &str,
+) -> Result<serde_json::Value, tokio_postgres::Error> {
+    let mut out = serde_json::Map::new();
+    for table in ["log", "kv", "lease"] {
+        let sql = format!(
+            "SELECT pg_relation_size(c.oid) + pg_relation_size(c.oid, 'fsm') + pg_relation_size(c.oid, 'vm'), \
+                    pg_indexes_size(c.oid), \
+                    pg_table_size(c.oid) - pg_relation_size(c.oid) - pg_relation_size(c.oid, 'fsm') \
+                      - pg_relation_size(c.oid, 'vm'), \
+                    (SELECT count(*) FROM \"{schema}\".\"{table}\"), \
+                    coalesce(s.vacuum_count + s.autovacuum_count, 0) \
+             FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+             WHERE c.oid = '\"{schema}\".\"{table}\"'::regclass"
+        );
+        let row = client.query_one(&sql, &[]).await?;
+        let (heap, indexes, toast): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        out.insert(
+            table.to_string(),
+            json!({
+                "heap_bytes": heap,
+                "index_bytes": indexes,
+                "toast_bytes": toast,
+                "total_bytes": heap + indexes + toast,
+                "rows": row.get::<_, i64>(3),
+                "vacuums": row.get::<_, i64>(4),
+            }),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// The verdict on the samples: the tables' total size at each of the last two samples is at
+/// most the largest total of the samples before them (the first one, taken before the log
+/// reached its retention's size and VACUUM its rhythm, left out when there are more) plus
+/// [`BOUNDED_NOISE`]. Also the growth from that reference to the last sample.
+fn bounded_verdict(samples: &[serde_json::Value]) -> serde_json::Value {
+    let total = |s: &serde_json::Value| -> f64 {
+        ["log", "kv", "lease"]
+            .iter()
+            .filter_map(|t| s.get(t)?.get("total_bytes")?.as_f64())
+            .sum()
+    };
+    let totals: Vec<f64> = samples.iter().map(total).collect();
+    if totals.len() < 3 {
+        return json!({"pass": null, "why": "fewer than 3 samples"});
+    }
+    let (earlier, last) = totals.split_at(totals.len() - 2);
+    let earlier = if earlier.len() > 1 {
+        &earlier[1..]
+    } else {
+        earlier
+    };
+    let reference = earlier.iter().copied().fold(0.0, f64::max);
+    let limit = reference * (1.0 + BOUNDED_NOISE);
+    let worst = last.iter().copied().fold(0.0, f64::max);
+    json!({
+        "pass": worst <= limit,
+        "reference_bytes": reference,
+        "limit_bytes": limit,
+        "last_bytes": worst,
+        "noise": BOUNDED_NOISE,
+    })
 }

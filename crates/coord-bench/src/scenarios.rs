@@ -191,9 +191,13 @@ impl Bench {
         }
     }
 
-    /// Statements sent to PostgreSQL so far (0 elsewhere): what a call costs in round trips.
-    fn statements(&self) -> u64 {
-        self.postgres().map_or(0, |b| b.round_trips())
+    /// Statements that `txn` calls sent to PostgreSQL so far, and prepares of any call (0
+    /// elsewhere). A mutex's lock and unlock are `txn` calls only; the session's keep-alives,
+    /// which run beside them, are other calls, so they are not in the first figure.
+    fn txn_statements(&self) -> (u64, u64) {
+        self.postgres().map_or((0, 0), |b| {
+            (b.statements(coord_core::CallKind::Txn), b.prepares())
+        })
     }
 
     /// What a contended worker does while it holds the lock. On coord-mem every call completes
@@ -258,6 +262,12 @@ impl Bench {
     }
 
     /// One session, lock + unlock in a loop; latency = lock + unlock.
+    ///
+    /// On PostgreSQL it also counts the statements (round trips) the lock + unlock calls
+    /// send, after the first cycle (which prepares the statements on the pool's connection):
+    /// only those of `txn` calls, the calls a lock and an unlock make, so the session's
+    /// keep-alives beside them are not counted; a prepare that a later cycle still sends (a
+    /// connection the pool opened for a keep-alive, first used by a lock) is reported apart.
     async fn uncontended(&self) -> BenchResultOr<BenchResult> {
         let name = "mutex_uncontended_lock_unlock";
         let (session, store) = self.session(self.ttl).await?;
@@ -265,7 +275,7 @@ impl Bench {
         let mut lat = Vec::with_capacity(self.iters);
         let before = store.counts();
         let mut first = CallCounts::default();
-        let mut statements_after_first = 0;
+        let mut statements_after_first = (0, 0);
         let start = Instant::now();
         for i in 0..self.iters {
             let t = Instant::now();
@@ -273,25 +283,28 @@ impl Bench {
             lat.push(t.elapsed());
             if i == 0 {
                 first = store.counts().since(&before);
-                statements_after_first = self.statements();
+                statements_after_first = self.txn_statements();
             }
         }
         let seconds = start.elapsed().as_secs_f64();
         let after_first = store.counts().since(&before).since(&first);
-        let statements = self.statements() - statements_after_first;
+        let (statements, prepares) = self.txn_statements();
+        let statements = statements - statements_after_first.0;
+        let prepares = prepares - statements_after_first.1;
         session.close().await?;
         self.dump(name, &lat)?;
         let steady_ops = self.iters.saturating_sub(1).max(1) as f64;
+        let pg = self.postgres().is_some();
         Ok(
             BenchResult::new(name, self.iters as u64, seconds, &lat).with_extra(json!({
                 "first_lock_unlock_calls": first.to_string(),
                 "calls_per_lock_unlock": after_first.kv_calls() as f64 / steady_ops,
                 "txn_per_lock_unlock": after_first.txn as f64 / steady_ops,
                 "calls_after_first": after_first.to_string(),
-                // PostgreSQL only: statements (round trips) per lock + unlock, the reaper's
-                // and the watch hub's included.
-                "statements_per_lock_unlock": (self.postgres().is_some())
-                    .then(|| statements as f64 / steady_ops),
+                // PostgreSQL only: statements (round trips) the lock + unlock calls sent per
+                // cycle after the first, and the prepares of the same stretch (any call's).
+                "statements_per_lock_unlock": pg.then(|| statements as f64 / steady_ops),
+                "prepares_after_first": pg.then_some(prepares),
             })),
         )
     }

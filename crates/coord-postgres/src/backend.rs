@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coord_core::{
-    Backend, BackendLimits, Capabilities, Capability, Error, LeaseGrant, LeaseId, LeaseTimeToLive,
-    Result, Revision, Txn, TxnOp, TxnResponse, WatchRequest, WatchStream,
+    Backend, BackendLimits, CallKind, Capabilities, Capability, Error, LeaseGrant, LeaseId,
+    LeaseTimeToLive, Result, Revision, Txn, TxnOp, TxnResponse, WatchRequest, WatchStream,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::time::Instant;
@@ -39,8 +39,10 @@ pub(crate) struct Inner {
     pub(crate) sql: Arc<Sql>,
     pub(crate) pool: Pool,
     pub(crate) hub: Arc<Hub>,
-    /// Statements (and prepares) sent to the server by calls: [`PostgresBackend::round_trips`].
-    round_trips: AtomicU64,
+    /// Statements sent to the server by calls, by [`CallKind`]: [`PostgresBackend::statements`].
+    statements: [AtomicU64; CallKind::ALL.len()],
+    /// Prepares sent by calls: [`PostgresBackend::prepares`].
+    prepares: AtomicU64,
     shutdown: CancellationToken,
 }
 
@@ -171,7 +173,8 @@ impl PostgresBackend {
                 sql,
                 pool,
                 hub,
-                round_trips: AtomicU64::new(0),
+                statements: Default::default(),
+                prepares: AtomicU64::new(0),
                 shutdown,
             }),
         })
@@ -187,7 +190,22 @@ impl PostgresBackend {
     /// reaper, the compactor and the watch hub's reads (on their own connection) are not
     /// counted. For tests and benchmarks: an uncontended lock + unlock is two.
     pub fn round_trips(&self) -> u64 {
-        self.inner.round_trips.load(Ordering::Relaxed)
+        let statements: u64 = CallKind::ALL.iter().map(|&k| self.statements(k)).sum();
+        statements + self.prepares()
+    }
+
+    /// How many statements calls of `kind` have sent so far: one per call, plus retries
+    /// (prepares not included). A watch's reads (of the revision, or a replay) count as
+    /// [`CallKind::Watch`]. So a caller can count what one operation costs while other calls
+    /// (a session's keep-alives) run beside it.
+    pub fn statements(&self, kind: CallKind) -> u64 {
+        self.inner.statements[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// How many of [`round_trips`](Self::round_trips) were prepares: one the first time each
+    /// pooled connection runs a statement, whatever the call.
+    pub fn prepares(&self) -> u64 {
+        self.inner.prepares.load(Ordering::Relaxed)
     }
 }
 
@@ -203,12 +221,13 @@ impl Inner {
     /// caller gets [`Error::Unavailable`] (outcome unknown) and decides.
     pub(crate) async fn query(
         &self,
-        op: &'static str,
+        kind: CallKind,
         lease: LeaseId,
         read_only: bool,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
+        let op = op_name(kind);
         let after = self.config.request_timeout;
         let deadline = Instant::now() + after;
         let mut pause = Duration::from_millis(5);
@@ -230,7 +249,7 @@ impl Inner {
             let cached = client.statement_cache.size();
             let prepared = tokio::time::timeout_at(deadline, client.prepare_cached(sql)).await;
             if client.statement_cache.size() != cached {
-                self.round_trips.fetch_add(1, Ordering::Relaxed);
+                self.prepares.fetch_add(1, Ordering::Relaxed);
             }
             let result = match prepared {
                 Err(_) => {
@@ -240,7 +259,7 @@ impl Inner {
                 }
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(statement)) => {
-                    self.round_trips.fetch_add(1, Ordering::Relaxed);
+                    self.statements[kind.index()].fetch_add(1, Ordering::Relaxed);
                     match tokio::time::timeout_at(deadline, client.query(&statement, params)).await
                     {
                         Err(_) => {
@@ -280,10 +299,30 @@ impl Inner {
 
     /// The store's current revision (one read).
     pub(crate) async fn current_revision(&self) -> Result<Revision> {
-        let rows = self.query("watch", 0, true, &self.sql.current, &[]).await?;
+        let rows = self
+            .query(CallKind::Watch, 0, true, &self.sql.current, &[])
+            .await?;
         rows.first()
             .map(|r| r.get(0))
             .ok_or_else(|| error::protocol("the revision row is missing"))
+    }
+}
+
+/// The name of a call in errors and logs (as [`coord_core::CallCounts`] spells it).
+fn op_name(kind: CallKind) -> &'static str {
+    match kind {
+        CallKind::Txn => "txn",
+        CallKind::Range => "range",
+        CallKind::Put => "put",
+        CallKind::Delete => "delete",
+        CallKind::LeaseGrant => "lease_grant",
+        CallKind::LeaseRevoke => "lease_revoke",
+        CallKind::LeaseKeepAlive => "lease_keep_alive",
+        CallKind::LeaseTimeToLive => "lease_time_to_live",
+        CallKind::LeaseList => "lease_list",
+        CallKind::Watch => "watch",
+        CallKind::Compact => "compact",
+        _ => "call",
     }
 }
 
@@ -310,7 +349,7 @@ impl Backend for PostgresBackend {
             (&inner.sql.txn_r, true)
         };
         let rows = inner
-            .query("txn", lease, read_only, sql, &args.params())
+            .query(CallKind::Txn, lease, read_only, sql, &args.params())
             .await?;
         encode::decode(&txn, &rows)
     }
@@ -335,7 +374,13 @@ impl Backend for PostgresBackend {
                 .unwrap_or_else(|| rand::random::<i64>() & i64::MAX)
                 .max(1);
             let rows = inner
-                .query("lease_grant", id, false, &inner.sql.grant, &[&id, &ttl])
+                .query(
+                    CallKind::LeaseGrant,
+                    id,
+                    false,
+                    &inner.sql.grant,
+                    &[&id, &ttl],
+                )
                 .await?;
             if !rows.is_empty() {
                 tracing::debug!(lease = id, ttl, "lease granted");
@@ -351,7 +396,7 @@ impl Backend for PostgresBackend {
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
         let inner = &self.inner;
         inner
-            .query("lease_revoke", id, false, &inner.sql.revoke, &[&id])
+            .query(CallKind::LeaseRevoke, id, false, &inner.sql.revoke, &[&id])
             .await?;
         tracing::debug!(lease = id, "lease revoked");
         Ok(())
@@ -361,7 +406,13 @@ impl Backend for PostgresBackend {
         let inner = &self.inner;
         // Renewing twice is harmless, so a lost answer is retried.
         let rows = inner
-            .query("lease_keep_alive", id, true, &inner.sql.keep_alive, &[&id])
+            .query(
+                CallKind::LeaseKeepAlive,
+                id,
+                true,
+                &inner.sql.keep_alive,
+                &[&id],
+            )
             .await?;
         rows.first()
             .map(|r| r.get(0))
@@ -372,7 +423,7 @@ impl Backend for PostgresBackend {
         let inner = &self.inner;
         let rows = inner
             .query(
-                "lease_time_to_live",
+                CallKind::LeaseTimeToLive,
                 id,
                 true,
                 &inner.sql.time_to_live,
@@ -392,7 +443,7 @@ impl Backend for PostgresBackend {
     async fn lease_list(&self) -> Result<Vec<LeaseId>> {
         let inner = &self.inner;
         let rows = inner
-            .query("lease_list", 0, true, &inner.sql.lease_list, &[])
+            .query(CallKind::LeaseList, 0, true, &inner.sql.lease_list, &[])
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
@@ -404,7 +455,13 @@ impl Backend for PostgresBackend {
     async fn compact(&self, revision: Revision) -> Result<()> {
         let inner = &self.inner;
         inner
-            .query("compact", 0, false, &inner.sql.compact, &[&revision])
+            .query(
+                CallKind::Compact,
+                0,
+                false,
+                &inner.sql.compact,
+                &[&revision],
+            )
             .await?;
         tracing::debug!(revision, "compacted");
         Ok(())

@@ -12,15 +12,23 @@ use tokio_postgres::error::SqlState;
 
 use crate::error::{self, PgError};
 
-/// The version of the tables and functions this crate writes.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+/// The version of the tables and functions this crate writes. 2: NOTIFY carries the
+/// revision's changes (`notify()`).
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
-/// The whole schema, version [`SCHEMA_VERSION`].
+/// The tables and types, version [`SCHEMA_VERSION`].
 const SQL: &str = include_str!("schema.sql");
 
-/// `MIGRATIONS[i]` upgrades an installed version `i + 1` to `i + 2` (SQL with the same
-/// placeholders as `schema.sql`). Empty while there is only version 1.
-const MIGRATIONS: &[&str] = &[];
+/// Every function, as `CREATE OR REPLACE`: run after installing the tables and after every
+/// upgrade, so migrations only change tables.
+const FUNCTIONS: &str = include_str!("functions.sql");
+
+/// `MIGRATIONS[i]` upgrades the tables of an installed version `i + 1` to `i + 2` (SQL with
+/// the same placeholders as `schema.sql`); the functions are replaced afterwards.
+const MIGRATIONS: &[&str] = &[
+    // 1 → 2: functions only (notify()).
+    "",
+];
 
 /// The first key of the advisory lock taken while installing ("coor"); the second is the hash
 /// of the schema name, so installs of different schemas do not wait for each other.
@@ -187,6 +195,7 @@ async fn install(
     match installed {
         None => {
             tx.batch_execute(&sql.fill(SQL)).await?;
+            tx.batch_execute(&sql.fill(FUNCTIONS)).await?;
             tx.execute(
                 &format!("INSERT INTO {meta} (schema_version, compact_revision) VALUES ($1, 0)"),
                 &[&SCHEMA_VERSION],
@@ -204,6 +213,7 @@ async fn install(
                 tx.batch_execute(&sql.fill(step)).await?;
                 tracing::info!(schema = name, to = i + 2, "migrated coord's schema");
             }
+            tx.batch_execute(&sql.fill(FUNCTIONS)).await?;
             tx.execute(
                 &format!("UPDATE {meta} SET schema_version = $1"),
                 &[&SCHEMA_VERSION],
@@ -225,7 +235,13 @@ mod tests {
         let filled = sql.fill(SQL);
         assert!(!filled.contains("{s}") && !filled.contains("{chan}"));
         assert!(filled.contains("\"app_1\".kv"));
-        assert!(filled.contains("pg_notify('app_1.changes'"));
+        let functions = sql.fill(FUNCTIONS);
+        assert!(!functions.contains("{s}") && !functions.contains("{chan}"));
+        assert!(functions.contains("pg_notify('app_1.changes'"));
+        assert!(
+            !functions.contains("CREATE FUNCTION"),
+            "every function is CREATE OR REPLACE"
+        );
         assert_eq!(sql.listen, "LISTEN \"app_1.changes\"");
         assert_eq!(MIGRATIONS.len() as i32, SCHEMA_VERSION - 1);
     }

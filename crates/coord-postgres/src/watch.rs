@@ -1,11 +1,16 @@
-//! Watches: replay from the change log, then live through one shared poller per backend.
+//! Watches: replay from the change log, then live through one shared hub per backend.
 //!
-//! The log table is the truth; NOTIFY is only a wake-up. Each backend has one **hub**: a task
-//! with its own connection that LISTENs on the schema's channel, and on each notification (on a
-//! fallback timer too, and after reconnecting) reads `log WHERE revision > last` once, in
-//! revision order, and hands every registered watch of this process its share, one revision
-//! at a time. Revisions are gap-free and committed in order (see `schema.sql`), so reading
-//! "after the last revision read" misses nothing and repeats nothing.
+//! The log table is the truth; NOTIFY brings each revision's changes when they fit. Each
+//! backend has one **hub**: a task with its own connection that LISTENs on the schema's
+//! channel. Every write NOTIFYs its revision with its changes (`notify()` in `functions.sql`),
+//! or the revision alone when they do not fit NOTIFY's 8,000 bytes. A notification that
+//! carries the changes of the revision right after the last one handed out is handed to the
+//! registered watches as is, with no read: the waiter of a released lock hears of it one
+//! message after the commit. Anything else (a revision alone, a gap before it, a payload that
+//! cannot be read, the fallback timer, a reconnect) reads `log WHERE revision > last` once,
+//! in revision order. Revisions are gap-free and committed in order (see `schema.sql`), so
+//! handing out "the next revision" or "everything after the last" misses nothing and repeats
+//! nothing, whichever way each revision came.
 //!
 //! Opening a watch: read the current revision (start `0`) or replay `[start, now]` of the
 //! watch's range from the log on a pooled connection, then register with the hub under its
@@ -26,7 +31,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coord_core::{
-    Error, EventKind, KeyRange, KeyValue, Result, Revision, WatchEvent, WatchRequest, WatchStream,
+    CallKind, Error, EventKind, KeyRange, KeyValue, Result, Revision, WatchEvent, WatchRequest,
+    WatchStream,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -195,6 +201,28 @@ impl Hub {
         if state.watchers.capacity() > 64 && state.watchers.len() < state.watchers.capacity() / 4 {
             let len = state.watchers.len();
             state.watchers.shrink_to(len * 2);
+        }
+    }
+
+    /// Hands out a notification's changes when they are the next revision: `true` when the
+    /// notification needs nothing more (handed out now, or its revision was already), `false`
+    /// when the log must be read (a gap before it, no changes in it, the hub not positioned).
+    /// So revisions are handed out in order, with no gap and none twice, whatever arrives.
+    fn take_note(&self, note: Note) -> bool {
+        let mut state = self.lock();
+        let Some(last) = state.last else {
+            return false;
+        };
+        if note.revision > 0 && note.revision <= last {
+            return true;
+        }
+        match note.changes {
+            Some(changes) if note.revision == last + 1 => {
+                deliver(&mut state, &changes);
+                state.last = Some(note.revision);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -369,7 +397,7 @@ pub(crate) async fn open(inner: &Inner, req: WatchRequest) -> Result<WatchStream
         if replay {
             let rows = inner
                 .query(
-                    "watch",
+                    CallKind::Watch,
                     0,
                     true,
                     &inner.sql.changes,
@@ -478,9 +506,15 @@ async fn run(hub: Arc<Hub>) {
     }
 }
 
-/// Notifications of the listening connection: the revision each names (`0` when unreadable),
-/// the channel closing when the connection ends.
-type Notes = UnboundedReceiver<Revision>;
+/// One notification of the listening connection: the revision it names (`0` when
+/// unreadable) and, when the payload carried them, that revision's changes.
+struct Note {
+    revision: Revision,
+    changes: Option<Vec<Change>>,
+}
+
+/// Notifications of the listening connection, the channel closing when the connection ends.
+type Notes = UnboundedReceiver<Note>;
 
 /// Opens the listening connection and LISTENs.
 async fn connect(hub: &Hub) -> Result<(Client, Notes)> {
@@ -520,7 +554,7 @@ async fn connect(hub: &Hub) -> Result<(Client, Notes)> {
 
 /// Polls the connection (which also carries the client's queries) and forwards
 /// notifications; dropping `tx` when the connection ends tells the hub.
-fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>, tx: UnboundedSender<Revision>)
+fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>, tx: UnboundedSender<Note>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -530,7 +564,7 @@ where
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n.payload().parse().unwrap_or(0)).is_err() {
+                    if tx.send(parse_note(n.payload())).is_err() {
                         return;
                     }
                 }
@@ -561,16 +595,21 @@ async fn serve(
         tokio::select! {
             _ = hub.shutdown.cancelled() => return Ok(()),
             note = notes.recv() => {
-                let Some(mut newest) = note else {
+                let Some(note) = note else {
                     return Err(Error::unavailable(PgError::Other("the watch connection closed".into())));
                 };
-                // Coalesce: one read serves every notification that is already here.
+                // Every notification already here, in order: a revision that follows the last
+                // one handed out and carries its changes is handed out as is; anything else
+                // (a gap, a revision without its changes) is read from the log, which also
+                // covers the notifications after it.
+                let mut batch = vec![note];
                 while let Ok(more) = notes.try_recv() {
-                    newest = newest.max(more);
+                    batch.push(more);
                 }
-                let last = hub.lock().last;
-                if newest == 0 || last.map_or(true, |last| newest > last) {
-                    poll(hub, client, &statement).await?;
+                for note in batch {
+                    if !hub.take_note(note) {
+                        poll(hub, client, &statement).await?;
+                    }
                 }
             }
             _ = tokio::time::sleep(hub.poll_interval) => {
@@ -631,17 +670,8 @@ async fn poll(hub: &Hub, client: &Client, statement: &tokio_postgres::Statement)
                 }
             });
         }
-        let mut dead = Vec::new();
         for revision in changes.rows.chunk_by(|a, b| a.revision == b.revision) {
-            for (id, w) in &state.watchers {
-                let events = events_for(w, revision);
-                if !events.is_empty() && w.tx.send(Ok(events)).is_err() {
-                    dead.push(*id);
-                }
-            }
-        }
-        for id in dead {
-            state.watchers.remove(&id);
+            deliver(&mut state, revision);
         }
         let reached = changes.current.min(upto).max(after);
         state.last = Some(reached);
@@ -649,6 +679,101 @@ async fn poll(hub: &Hub, client: &Client, statement: &tokio_postgres::Statement)
             return Ok(());
         }
     }
+}
+
+/// Hands one revision's changes to every watch that wants some of them; forgets the watches
+/// whose stream was dropped.
+fn deliver(state: &mut State, revision: &[Change]) {
+    let mut dead = Vec::new();
+    for (id, w) in &state.watchers {
+        let events = events_for(w, revision);
+        if !events.is_empty() && w.tx.send(Ok(events)).is_err() {
+            dead.push(*id);
+        }
+    }
+    for id in dead {
+        state.watchers.remove(&id);
+    }
+}
+
+/// A notification's payload (see `notify()` in `functions.sql`): the revision, then its
+/// changes when they fit. A payload that cannot be read is revision `0` (read the log).
+fn parse_note(payload: &str) -> Note {
+    let mut parts = payload.split(' ');
+    let revision = parts.next().and_then(|r| r.parse().ok()).unwrap_or(0);
+    let rows: Option<Vec<Change>> = parts.map(|row| parse_change(revision, row)).collect();
+    let changes = rows.filter(|rows| !rows.is_empty() && revision > 0);
+    Note {
+        revision,
+        changes: changes.map(|mut rows| {
+            rows.sort_unstable_by_key(|c| c.idx);
+            rows
+        }),
+    }
+}
+
+/// One change of a payload: 12 fields joined by `,` (bytea in hex, NULL as `-`).
+fn parse_change(revision: Revision, row: &str) -> Option<Change> {
+    fn hex(field: &str) -> Option<Option<Vec<u8>>> {
+        if field == "-" {
+            return Some(None);
+        }
+        if field.len() % 2 != 0 {
+            return None;
+        }
+        (0..field.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(field.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()
+            .map(Some)
+    }
+    fn num(field: &str) -> Option<Option<i64>> {
+        if field == "-" {
+            Some(None)
+        } else {
+            field.parse().ok().map(Some)
+        }
+    }
+    let f: Vec<&str> = row.split(',').collect();
+    let [idx, kind, key, value, create, version, lease, p_value, p_create, p_mod, p_version, p_lease] =
+        f[..]
+    else {
+        return None;
+    };
+    let deleted = match kind {
+        "p" => false,
+        "d" => true,
+        _ => return None,
+    };
+    let key = hex(key)??;
+    let (value, create, version, lease) = (hex(value)?, num(create)?, num(version)?, num(lease)?);
+    let kv = (!deleted).then(|| KeyValue {
+        key: key.clone(),
+        value: value.unwrap_or_default(),
+        create_revision: create.unwrap_or(revision),
+        mod_revision: revision,
+        version: version.unwrap_or(1),
+        lease: lease.unwrap_or(0),
+    });
+    let prev = match num(p_create)? {
+        Some(create_revision) => Some(KeyValue {
+            key: key.clone(),
+            value: hex(p_value)?.unwrap_or_default(),
+            create_revision,
+            mod_revision: num(p_mod)?.unwrap_or(0),
+            version: num(p_version)?.unwrap_or(0),
+            lease: num(p_lease)?.unwrap_or(0),
+        }),
+        None => None,
+    };
+    Some(Change {
+        revision,
+        idx: idx.parse().ok()?,
+        key,
+        deleted,
+        kv,
+        prev,
+    })
 }
 
 /// Unregisters its watch when the stream is dropped.
@@ -702,5 +827,65 @@ impl Stream for PgWatchStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_with_changes_is_read_back() {
+        // Revision 7: a put of "k" = "v" over an older "k", then a delete of "ab".
+        let note = parse_note("7 1,d,6162,-,-,-,-,78,3,5,2,0 0,p,6b,76,4,2,9,,4,4,1,9");
+        assert_eq!(note.revision, 7);
+        let changes = note.changes.expect("changes");
+        assert_eq!(changes.len(), 2);
+        let put = changes[0].event(true);
+        assert_eq!(put.kind, EventKind::Put);
+        assert_eq!(
+            (put.kv.key.as_slice(), put.kv.value.as_slice()),
+            (&b"k"[..], &b"v"[..])
+        );
+        assert_eq!(
+            (
+                put.kv.create_revision,
+                put.kv.mod_revision,
+                put.kv.version,
+                put.kv.lease
+            ),
+            (4, 7, 2, 9)
+        );
+        let prev = put.prev_kv.expect("prev_kv");
+        assert_eq!(
+            (prev.value.len(), prev.mod_revision, prev.version),
+            (0, 4, 1)
+        );
+        let delete = changes[1].event(true);
+        assert_eq!(delete.kind, EventKind::Delete);
+        assert_eq!(
+            (delete.kv.key.as_slice(), delete.kv.mod_revision),
+            (&b"ab"[..], 7)
+        );
+        assert_eq!(delete.prev_kv.expect("prev_kv").value, b"x");
+        assert!(changes[1].event(false).prev_kv.is_none());
+    }
+
+    #[test]
+    fn a_payload_without_changes_or_unreadable_means_read_the_log() {
+        let note = parse_note("12");
+        assert_eq!((note.revision, note.changes.is_none()), (12, true));
+        for bad in [
+            "",
+            "x",
+            "12 0,p,6b",
+            "12 0,q,6b,76,4,2,9,-,-,-,-,-",
+            "12 0,p,6,76,4,2,9,-,-,-,-,-",
+            "12 0,p,zz,76,4,2,9,-,-,-,-,-",
+        ] {
+            let note = parse_note(bad);
+            assert!(note.changes.is_none(), "{bad:?}");
+        }
+        assert_eq!(parse_note("x").revision, 0);
     }
 }

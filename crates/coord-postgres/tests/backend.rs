@@ -452,6 +452,98 @@ async fn schema_installed_once_and_versioned() {
     common::psql(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
 }
 
+/// A store installed at version 1 (NOTIFY named the revision only) is upgraded on connect:
+/// its functions are replaced, its data kept, and its watches get the new payloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_1_is_upgraded_on_connect() {
+    let Some(url) = common::url() else {
+        return;
+    };
+    let schema = format!("coord_upgrade_{:x}", common::random());
+    let connect = || {
+        coord_postgres::PostgresConfig::new(url.clone())
+            .with_schema(schema.clone())
+            .connect()
+    };
+    let first = connect().await.unwrap();
+    first.put(PutRequest::new("k", "v")).await.unwrap();
+    drop(first);
+    // What version 1 was: no notify().
+    common::psql(&format!("DROP FUNCTION \"{schema}\".notify(bigint)")).await;
+    common::psql(&format!("UPDATE \"{schema}\".meta SET schema_version = 1")).await;
+    let store = connect().await.unwrap();
+    let version: i32 =
+        common::psql(&format!("SELECT schema_version FROM \"{schema}\".meta")).await[0].get(0);
+    assert_eq!(version, 2);
+    let mut watch = store
+        .watch(WatchRequest::new(KeyRange::key("k")))
+        .await
+        .unwrap();
+    store.put(PutRequest::new("k", "w")).await.unwrap();
+    let e = next_event(&mut watch, Duration::from_secs(10)).await;
+    assert_eq!((e.kv.value.as_slice(), e.kv.version), (&b"w"[..], 2));
+    drop((watch, store));
+    common::psql(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+}
+
+/// NOTIFY carries a revision's changes when they fit, else the revision alone: the payloads
+/// as a listener sees them. A watch gets both kinds of revision, in order, with their values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_carries_changes_that_fit() {
+    let Some((store, schema)) = common::backend_in_own_schema().await else {
+        return;
+    };
+    let url = common::url().unwrap();
+    let (client, mut conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut payloads) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN \"{schema}.changes\""))
+        .await
+        .unwrap();
+    let mut watch = store
+        .watch(WatchRequest::new(KeyRange::key("big")).with_prev_kv())
+        .await
+        .unwrap();
+    let small = store.put(PutRequest::new("big", "ab")).await.unwrap();
+    let big_value = vec![b'x'; 5_000];
+    let big = store
+        .put(PutRequest::new("big", big_value.clone()))
+        .await
+        .unwrap();
+    let payload = |p: Option<String>| p.expect("a notification");
+    let wait = Duration::from_secs(10);
+    let first = payload(tokio::time::timeout(wait, payloads.recv()).await.unwrap());
+    let rev = small.header_revision;
+    // The key and value in hex; a create (no previous key): the prev fields are NULL.
+    assert_eq!(first, format!("{rev} 0,p,626967,6162,{rev},1,0,-,-,-,-,-"));
+    let second = payload(tokio::time::timeout(wait, payloads.recv()).await.unwrap());
+    assert_eq!(
+        second,
+        big.header_revision.to_string(),
+        "10,000 hex digits do not fit"
+    );
+    let e = next_event(&mut watch, wait).await;
+    assert_eq!(
+        (e.kv.value.as_slice(), e.kv.mod_revision),
+        (&b"ab"[..], rev)
+    );
+    let e = next_event(&mut watch, wait).await;
+    assert_eq!(e.kv.value, big_value);
+    assert_eq!(e.prev_kv.expect("prev_kv").value, b"ab");
+    drop((watch, store, client));
+    common::drop_schema_now(&schema).await;
+}
+
 /// Bad input is refused before anything is sent, with InvalidArgument, and leaves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused() {
