@@ -57,9 +57,7 @@ shared=$(cd "$shared" && pwd)
 . scripts/bench-metrics.sh
 . scripts/bench-stm.sh
 . scripts/bench-queues.sh
-missing=($(missing_etcd_packages) $(missing_postgres_packages))
-command -v go >/dev/null 2>&1 || missing+=(golang-go)
-[ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || missing+=(golang-etcd-server-dev)
+missing=($(missing_etcd_packages) $(missing_go_packages) $(missing_postgres_packages))
 install_packages bench.sh "${missing[@]}"
 
 # --- 3. build (before etcd starts, so compiling does not share the CPUs with it) -------------

@@ -10,6 +10,13 @@ missing_etcd_packages() {
   command -v protoc >/dev/null 2>&1 || echo protobuf-compiler
 }
 
+# Go and Debian's packaged etcd 3.4 sources: the Go interop tests and the Go anchors build
+# programs on etcd's `clientv3/concurrency` and `contrib/recipes` with them.
+missing_go_packages() {
+  command -v go >/dev/null 2>&1 || echo golang-go
+  [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/concurrency ] || echo golang-etcd-server-dev
+}
+
 etcd_pid=""
 etcd_data_dir=""
 stop_etcd() {

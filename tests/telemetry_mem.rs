@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use coord::mem::MemStore;
-use coord::{Backend, CallKind, Election, Error, Mutex, NameLabels, RangeRequest, RwLock, Session};
+use coord::{
+    Backend, CallKind, Election, Error, Mutex, NameLabels, RangeRequest, RwLock, Semaphore, Session,
+};
 use futures::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
@@ -383,4 +385,63 @@ async fn name_labels_are_opt_in_and_can_be_grouped() {
     for s in [off, full, grouped] {
         s.close().await.unwrap();
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn semaphore_permits_count_as_acquisitions_holds_and_timeouts() {
+    let mut m = Recorded::install();
+    let store = MemStore::new();
+    let (a, b) = (session(&store).await, session(&store).await);
+    let (sa, sb) = (
+        Semaphore::new(&a, "encoders", 3).unwrap(),
+        Semaphore::new(&b, "encoders", 3).unwrap(),
+    );
+    let two = sa.acquire(2).await.unwrap();
+    let one = sb.acquire(1).await.unwrap();
+    assert_eq!(m.gauge("coord_held{primitive=semaphore}"), 2.0);
+
+    // Full: a timeout, a would-block failure, then a wait that ends with a release.
+    let timed_out = sb.acquire_timeout(1, Duration::from_secs(1)).await;
+    assert!(matches!(timed_out, Err(Error::Timeout)));
+    assert!(matches!(sb.try_acquire(1).await, Err(Error::Locked)));
+    let waiter = tokio::spawn(async move { sb.acquire(2).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    two.release().await.unwrap();
+    let third = waiter.await.unwrap().unwrap();
+
+    assert_eq!(
+        m.counter("coord_acquisitions_total{primitive=semaphore}"),
+        3
+    );
+    assert_eq!(
+        m.counter("coord_acquire_timeouts_total{primitive=semaphore}"),
+        1
+    );
+    assert_eq!(
+        m.counter("coord_acquire_failures_total{error=locked,primitive=semaphore}"),
+        1
+    );
+    assert_eq!(
+        m.counter("coord_acquire_cancellations_total{primitive=semaphore}"),
+        0
+    );
+    let waits = m.samples("coord_acquire_wait_seconds{primitive=semaphore}");
+    assert!(waits.iter().any(|w| *w >= 2.0), "one waited 2 s: {waits:?}");
+    let mut queue = m.samples("coord_queue_length{primitive=semaphore}");
+    queue.sort_by(f64::total_cmp);
+    assert_eq!(
+        queue,
+        [0.0, 0.0, 2.0],
+        "the last one found two holders ahead"
+    );
+    assert_eq!(m.gauge("coord_held{primitive=semaphore}"), 2.0);
+    one.release().await.unwrap();
+    third.release().await.unwrap();
+    assert_eq!(m.gauge("coord_held{primitive=semaphore}"), 0.0);
+    assert_eq!(
+        m.samples("coord_hold_seconds{primitive=semaphore}").len(),
+        3
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
 }

@@ -9,13 +9,18 @@ use crate::kv::{PutRequest, Revision};
 use crate::names::name_prefix;
 use crate::semaphore_queue::{encode, wait_permits, window, View};
 use crate::session::Session;
+use crate::telemetry::{self, Attempt, PrimitiveMetrics, SpanOp};
 use crate::txn::{Compare, CompareOp, Txn, TxnOp};
+use tracing::Instrument;
 
 /// Makes semaphore keys unique within a process; the lease id makes them unique across sessions.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// What holds a semaphore key, for messages.
 const WHAT: &str = "semaphore permit";
+
+/// The `primitive` label of a semaphore's metrics and spans.
+const METRIC: &str = "semaphore";
 
 /// A named counting semaphore shared by every session that uses the same name on the same
 /// store: at most `permits` permits are held at once, in total.
@@ -85,6 +90,7 @@ const WHAT: &str = "semaphore permit";
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     session: Session,
+    metrics: PrimitiveMetrics,
     prefix: Vec<u8>,
     capacity: u32,
 }
@@ -99,6 +105,7 @@ impl Semaphore {
         }
         Ok(Semaphore {
             session: session.clone(),
+            metrics: PrimitiveMetrics::new(session, METRIC, name.as_ref()),
             prefix,
             capacity: permits,
         })
@@ -125,7 +132,8 @@ impl Semaphore {
     /// abandoned attempt. Wrap it in [`tokio::time::timeout`] or use
     /// [`Semaphore::acquire_timeout`] for a deadline.
     pub async fn acquire(&self, permits: u32) -> Result<SemaphorePermit> {
-        self.acquire_with(permits, true).await
+        let attempt = self.metrics.attempt();
+        self.acquire_with(&attempt, permits, true).await
     }
 
     /// [`Semaphore::acquire`] with a deadline: [`Error::Timeout`] when it passes, leaving no
@@ -139,9 +147,10 @@ impl Semaphore {
         permits: u32,
         timeout: Duration,
     ) -> Result<SemaphorePermit> {
-        tokio::time::timeout(timeout, self.acquire(permits))
+        let attempt = self.metrics.attempt();
+        attempt
+            .deadline(timeout, self.acquire_with(&attempt, permits, true))
             .await
-            .map_err(|_| Error::Timeout)?
     }
 
     /// Takes `permits` permits if they are free now and nobody waits ahead, else fails at once
@@ -151,17 +160,23 @@ impl Semaphore {
     ///
     /// Cancel safe, as [`Semaphore::acquire`].
     pub async fn try_acquire(&self, permits: u32) -> Result<SemaphorePermit> {
-        self.acquire_with(permits, false).await
+        let attempt = self.metrics.attempt();
+        self.acquire_with(&attempt, permits, false).await
     }
 
-    async fn acquire_with(&self, permits: u32, wait: bool) -> Result<SemaphorePermit> {
+    async fn acquire_with(
+        &self,
+        attempt: &Attempt,
+        permits: u32,
+        wait: bool,
+    ) -> Result<SemaphorePermit> {
         if permits == 0 || permits > self.capacity {
-            return Err(Error::invalid(format!(
+            return attempt.check(Err(Error::invalid(format!(
                 "asked for {permits} permit(s) of a semaphore of {}: ask for 1 to {}",
                 self.capacity, self.capacity
-            )));
+            ))));
         }
-        self.session.check_usable()?;
+        attempt.check(self.session.check_usable())?;
         let mut key = self.prefix.clone();
         key.extend_from_slice(
             format!(
@@ -171,16 +186,35 @@ impl Semaphore {
             )
             .as_bytes(),
         );
+        let span = telemetry::span(
+            SpanOp::Acquire,
+            METRIC,
+            telemetry::name_of(&self.prefix),
+            &key,
+        );
         let mut held = HeldKey::new(self.session.clone(), key, self.prefix.clone(), WHAT, None);
-        let (revision, view) = self.enqueue(&mut held, permits).await?;
-        let granted = match view {
-            Ok(view) if view.grants(permits, self.capacity) => Ok(revision),
-            Ok(_) if wait => wait_permits(&held, &self.prefix, permits, self.capacity).await,
-            Ok(_) => Err(Error::Locked),
-            Err(e) => Err(e),
-        };
-        match granted {
-            Ok(revision) => Ok(SemaphorePermit::new(held, revision, permits, self.capacity)),
+        let granted = async {
+            let (revision, view) = self.enqueue(&mut held, permits).await?;
+            match view {
+                Ok(view) if view.grants(permits, self.capacity) => Ok((revision, 0)),
+                Ok(view) if wait => {
+                    let ahead = view.ahead_len();
+                    wait_permits(&held, &self.prefix, permits, self.capacity)
+                        .await
+                        .map(|revision| (revision, ahead))
+                }
+                Ok(_) => Err(Error::Locked),
+                Err(e) => Err(e),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        match attempt.check(granted) {
+            Ok((revision, ahead)) => {
+                telemetry::record_held(&span, held.rev, revision);
+                let held = held.with_hold(attempt.acquired(ahead));
+                Ok(SemaphorePermit::new(held, revision, permits, self.capacity))
+            }
             Err(e) => {
                 // The error stands even if this cleanup fails: it is retried in the background.
                 let _ = held.release().await;

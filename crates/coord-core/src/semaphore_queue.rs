@@ -59,6 +59,11 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// How many contenders were seen ahead (at least `capacity` when not every key was read).
+    pub(crate) fn ahead_len(&self) -> usize {
+        self.ahead.len()
+    }
+
     /// From a [`window`] read that contains what was there when `held`'s key was written or
     /// later. [`Error::CapacityMismatch`] when a key ahead counts with another capacity, or
     /// [`Error::InvalidArgument`] when one is not a semaphore contender's.

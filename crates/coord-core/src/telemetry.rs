@@ -9,7 +9,7 @@
 //! # Metrics
 //!
 //! Every name starts with `coord_`; durations are in seconds. `primitive` is one of `mutex`,
-//! `rwlock_read`, `rwlock_write`, `election` (recipes add their own); `name` appears only when
+//! `rwlock_read`, `rwlock_write`, `election`, `semaphore`; `name` appears only when
 //! the session opted in (see [`NameLabels`]).
 //!
 //! | Metric | Type | Labels | What |
