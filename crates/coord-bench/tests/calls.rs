@@ -2,8 +2,7 @@
 //!
 //! - An uncontended lock is 1 txn, the first one too (no watch); an unlock is 1 txn.
 //! - Queueing: with one key ahead, a waiter opens its name's prefix watch and reads once;
-//!   further back, it watches the key just ahead of it and reads nothing after registering it,
-//!   but checks once by reading when its wait runs long (here always: nobody releases).
+//!   further back, it watches the key just ahead of it, and reads once.
 //! - A contended handoff, whatever the length of the queue: the releasing holder makes 1 call
 //!   (its unlock txn) and receives no event; the next waiter receives the release and makes no
 //!   call when it waited on the prefix watch, else one read txn; every other waiter makes no
@@ -343,8 +342,8 @@ async fn contended_handoff(env: &Env) {
     // Three waiters, queued one after the other (FIFO by create revision).
     all.extend(queue_up(env, &log, &key_prefix, 1..4, mutex(NAME)).await);
     // Queued, then quiet: with one key ahead, a waiter opens its prefix watch and reads once;
-    // further back, it watches the key just ahead and reads only to check it once its wait
-    // runs long, as it does here (then more checks while the watch is young).
+    // further back, it watches the key just ahead, and reads once (plus the checks of a young
+    // watch while its wait runs long).
     for (i, c) in all.iter().enumerate().skip(1) {
         let queued = c.quiet().await;
         queued_with_checks(&queued, 2, &format!("waiter {i} queueing"));

@@ -15,15 +15,12 @@
 //!   a release is delivered to one waiter, whatever the length of the queue, and only that
 //!   waiter makes a call. Its own key's deletion shows in that read (it then fails, never
 //!   holds); its session's end is noticed at once.
-//! - No read follows a key watch's registration (the queue was read just before it, by the
-//!   acquire or the last read). A waiter far back (twice its expected wait past 150 ms)
-//!   watches the key from just after that read, so the store replays a delete in between
-//!   (etcd serves such a watch from its 100 ms catch-up loop for its first moments, which a
-//!   waiter at the back never notices). A waiter nearer its turn watches from now, and a
-//!   delete in between is found by its first check (below), which is then due however old the
-//!   watch. The prefix watch is registered from now and followed by a read of two single keys.
-//!   Each watch is cancelled as soon as it is not needed; a holder that waited on the prefix
-//!   watch keeps it to report its own key's delete.
+//! - Every watch is registered "from now", before the queue is read again (a delete just before
+//!   the registration is then seen in the read), long before it matters for a waiter further
+//!   back: etcd may serve a watch whose registration raced a write from its 100 ms catch-up
+//!   loop for its first moments, which a waiter at the back never notices. Each watch is
+//!   cancelled as soon as it is not needed; a holder that waited on the prefix watch keeps it
+//!   to report its own key's delete.
 //! - **A held-back event**: when etcd put a watch in its catch-up group (a write raced the
 //!   registration), its events come up to 100 ms late. While a watch is that young, a waiter
 //!   whose wait runs twice as long as expected (its position times the session's recent
@@ -35,7 +32,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::held::{retry_transient, HeldKey};
 use crate::kv::Revision;
 use crate::queue::{Ahead, Enqueued, KeyAhead, Queue};
@@ -99,7 +96,16 @@ pub(crate) async fn wait_turn(
             .as_mut()
             .filter(|(w, _)| w.watched() == &Watched::Key(key.key.clone()));
         let Some((w, fallback)) = current else {
-            watch = Some(watch_key(queue, held, &key, position, &mut after).await?);
+            let w = open(held, Watched::Key(key.key.clone())).await?;
+            watch = Some((w, Fallback::new(held, position)));
+            // Registered after the last read: is the key still there? (Two single keys, not
+            // the whole queue: it is there but for a waiter that gave up.)
+            let (at, there) = is_there(queue, held, &key).await?;
+            if !there {
+                (after, ahead) = reread().await?;
+            } else {
+                after = at;
+            }
             continue;
         };
         tracing::trace!(after, "waiting for the key just ahead");
@@ -123,44 +129,6 @@ pub(crate) async fn wait_turn(
     }
 }
 
-/// Opens the watch of `key`, the key just ahead, `position` handoffs from my turn, last seen at
-/// `after` (a read): no delete after that read is missed.
-///
-/// - A short wait (its first check falls while the watch is young): watched from now, with no
-///   read after it; a delete between the read and the registration is found by that check,
-///   which is then due whatever the watch's age.
-/// - A long wait: watched from `after + 1`. etcd serves a watch from a past revision from its
-///   catch-up loop (up to 100 ms late) until it caught up, long before this waiter's turn, and
-///   replays any delete since the read: no read is needed.
-/// - A long wait whose revision was compacted meanwhile: from now, then a read of the key.
-async fn watch_key(
-    queue: &Queue,
-    held: &HeldKey,
-    key: &KeyAhead,
-    position: usize,
-    after: &mut Revision,
-) -> Result<(DeleteWatch, Fallback)> {
-    let watched = Watched::Key(key.key.clone());
-    let fallback = Fallback::unconfirmed(held, position);
-    if fallback.is_short() {
-        return Ok((open(held, watched, 0).await?, fallback));
-    }
-    let fallback = Fallback::new(held, position);
-    match open(held, watched.clone(), *after + 1).await {
-        Err(Error::Compacted { .. }) => {}
-        other => return Ok((other?, fallback)),
-    }
-    let w = open(held, watched, 0).await?;
-    let (at, there) = is_there(queue, held, key).await?;
-    // Not there: its delete came before the registration, and the first check finds it.
-    if there {
-        *after = at;
-        Ok((w, fallback))
-    } else {
-        Ok((w, Fallback::unconfirmed(held, 0)))
-    }
-}
-
 /// Why a waiter further back woke up.
 enum Woke {
     /// The key just ahead was deleted.
@@ -181,8 +149,6 @@ struct Fallback {
     registered: Instant,
     next: Instant,
     interval: Duration,
-    /// Not checked by a read since its registration: a check is due even when it is old.
-    unconfirmed: bool,
 }
 
 impl Fallback {
@@ -195,35 +161,15 @@ impl Fallback {
             registered: now,
             next: now + interval,
             interval,
-            unconfirmed: false,
         }
     }
 
-    /// For a watch registered now with no read after it: the first check is due by
-    /// [`CATCH_UP`] at the latest.
-    fn unconfirmed(held: &HeldKey, position: usize) -> Fallback {
-        Fallback {
-            unconfirmed: true,
-            ..Fallback::new(held, position)
-        }
-    }
-
-    /// The next check, while the watch is young (or not yet confirmed by a read).
+    /// The next check, while the watch is young.
     fn due(&self) -> Option<Instant> {
-        let young = self.registered + CATCH_UP;
-        if self.unconfirmed {
-            return Some(self.next.min(young));
-        }
-        (self.next < young).then_some(self.next)
-    }
-
-    /// Whether the first check falls while the watch is young.
-    fn is_short(&self) -> bool {
-        self.next < self.registered + CATCH_UP
+        (self.next < self.registered + CATCH_UP).then_some(self.next)
     }
 
     fn checked(&mut self) {
-        self.unconfirmed = false;
         self.interval *= 2;
         self.next = Instant::now() + self.interval;
     }
@@ -250,7 +196,7 @@ type NextTurn = ((Revision, Option<DeleteWatch>), bool);
 /// the turn with no read. `None` when the watch broke (the caller reads again).
 async fn wait_as_next(queue: &Queue, held: &HeldKey, key: KeyAhead) -> Result<Option<NextTurn>> {
     let session = &held.session;
-    let mut watch = open(held, Watched::Prefix(queue.watch_prefix.clone()), 0).await?;
+    let mut watch = open(held, Watched::Prefix(queue.watch_prefix.clone())).await?;
     let mut fallback = Fallback::new(held, 1);
     let (mut after, there) = is_there(queue, held, &key).await?;
     if !there {
@@ -294,10 +240,10 @@ async fn wait_as_next(queue: &Queue, held: &HeldKey, key: KeyAhead) -> Result<Op
 }
 
 /// Opens a delete watch, retrying transient failures while the session lives.
-async fn open(held: &HeldKey, watched: Watched, from: Revision) -> Result<DeleteWatch> {
+async fn open(held: &HeldKey, watched: Watched) -> Result<DeleteWatch> {
     let session = &held.session;
     retry_transient(session, || {
-        DeleteWatch::open_from(session, held.name(), watched.clone(), from)
+        DeleteWatch::open(session, held.name(), watched.clone())
     })
     .await
 }

@@ -90,25 +90,11 @@ impl DeleteWatch {
     /// Registers a delete-only watch of `watched` from now, counted under `name` (the name's
     /// prefix). Returns once the store confirmed it: every delete after that is delivered.
     pub(crate) async fn open(session: &Session, name: &[u8], watched: Watched) -> Result<Self> {
-        Self::open_from(session, name, watched, 0).await
-    }
-
-    /// [`DeleteWatch::open`] from revision `from` (`0`: from now): every delete from `from` is
-    /// delivered. A compacted `from` fails with [`Error::Compacted`], or ends the stream with
-    /// it.
-    pub(crate) async fn open_from(
-        session: &Session,
-        name: &[u8],
-        watched: Watched,
-        from: Revision,
-    ) -> Result<Self> {
         let range = match &watched {
             Watched::Key(key) => KeyRange::key(key.clone()),
             Watched::Prefix(prefix) => KeyRange::prefix(prefix.clone()),
         };
-        let req = WatchRequest::new(range)
-            .with_no_put()
-            .with_start_revision(from);
+        let req = WatchRequest::new(range).with_no_put();
         let stream = session.backend().watch(req).await?;
         Ok(DeleteWatch {
             stream: stream.peekable(),
