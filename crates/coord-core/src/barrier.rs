@@ -25,6 +25,25 @@ use crate::watch::WatchRequest;
 /// otherwise.
 ///
 /// Needs no session: it is a handle on the store (`Clone`, cheap).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// use coord::{mem::MemStore, Barrier};
+///
+/// let store = MemStore::new();
+/// let gate = Barrier::new(store.clone(), "deploy/gate")?;
+/// assert!(gate.hold().await?); // this call raised it
+/// let waiter = {
+///     let gate = Barrier::new(store, "deploy/gate")?;
+///     tokio::spawn(async move { gate.wait().await })
+/// };
+/// assert!(gate.release().await?); // it was held
+/// waiter.await.unwrap()?; // the waiter went through
+/// gate.wait().await?; // released: returns at once
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Barrier {
     backend: DynBackend,

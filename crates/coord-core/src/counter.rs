@@ -43,6 +43,23 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 1000;
 /// Every method is cancel safe in the sense of a single transaction: a dropped future has
 /// written its update completely or not at all (the write may land if the transaction was
 /// already sent).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// use coord::{mem::MemStore, Counter, DynBackend};
+///
+/// let store: DynBackend = std::sync::Arc::new(MemStore::new());
+/// let visits = Counter::new(&store, "stats/visits")?;
+/// assert_eq!(visits.get().await?, 0); // no key yet reads as 0
+/// assert_eq!(visits.add(5).await?, 5);
+/// assert!(visits.compare_and_set(5, 10).await?);
+/// assert!(!visits.compare_and_set(5, 11).await?); // it is 10 now
+/// assert!(matches!(visits.add(i64::MAX).await, Err(coord::Error::Overflow { .. })));
+/// assert!(visits.delete().await?);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Counter {
     backend: DynBackend,

@@ -38,6 +38,30 @@ use crate::watch::{EventKind, WatchRequest, WatchStream};
 /// participant crashes, and is harmless then: entering waits for a *new* write of it.
 ///
 /// A round must end (everyone left) before the next one enters the same name.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// use coord::{mem::MemStore, DoubleBarrier, Session};
+///
+/// let store = MemStore::new();
+/// let mut workers = Vec::new();
+/// for _ in 0..3 {
+///     let session = Session::new(store.clone(), 10).await?;
+///     workers.push(tokio::spawn(async move {
+///         let barrier = DoubleBarrier::new(&session, "batch-7", 3)?;
+///         let entry = barrier.enter().await?; // returns once all 3 have entered
+///         // ... the work all three do together ...
+///         entry.leave().await?; // returns once all 3 have left
+///         session.close().await
+///     }));
+/// }
+/// for worker in workers {
+///     worker.await.unwrap()?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DoubleBarrier {
     session: Session,

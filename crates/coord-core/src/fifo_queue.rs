@@ -22,6 +22,21 @@ use crate::recipe_keys::{create_txn, unique_key};
 /// order, and delivered as the consumers' calls return.
 ///
 /// Needs no session: it is a handle on the store (`Clone`, cheap).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// use coord::{mem::MemStore, Queue};
+///
+/// let jobs = Queue::new(MemStore::new(), "jobs")?;
+/// jobs.enqueue("resize 1.png").await?;
+/// jobs.enqueue("resize 2.png").await?;
+/// assert_eq!(jobs.dequeue().await?, b"resize 1.png"); // oldest first
+/// assert_eq!(jobs.try_dequeue().await?.as_deref(), Some(&b"resize 2.png"[..]));
+/// assert_eq!(jobs.try_dequeue().await?, None); // empty: dequeue() would wait
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Queue {
     elements: Elements,

@@ -25,6 +25,22 @@ use crate::txn::{Compare, CompareOp, Txn, TxnOp};
 /// Each element is handed to exactly one consumer, as with [`Queue`](crate::Queue).
 ///
 /// Needs no session: it is a handle on the store (`Clone`, cheap).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// use coord::{mem::MemStore, PriorityQueue};
+///
+/// let alerts = PriorityQueue::new(MemStore::new(), "alerts")?;
+/// alerts.enqueue("disk 80%", 5).await?;
+/// alerts.enqueue("node down", 0).await?; // a lower number comes out first
+/// alerts.enqueue("disk 90%", 5).await?;
+/// assert_eq!(alerts.dequeue().await?, b"node down");
+/// assert_eq!(alerts.dequeue().await?, b"disk 80%"); // FIFO within a priority
+/// assert_eq!(alerts.dequeue().await?, b"disk 90%");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PriorityQueue {
     elements: Elements,
