@@ -52,7 +52,7 @@
 //! | watches: every event from the start revision, in order, none missed or repeated, a revision's events together | the log table is the truth; NOTIFY carries a revision's changes (up to 8,000 bytes), taken only when it is the revision after the last one handed out, else the log is read from there |
 //! | a lost connection does not lose events | the hub reconnects, LISTENs, and reads on from the last revision it handed out |
 //! | fencing tokens never go down, across restarts | the revision is a durable row |
-//! | bounded storage | the log keeps the last [`PostgresConfig::with_history_retention`] revisions; the compactor VACUUMs the tables (tested: sizes flat over 100,000 lock cycles) |
+//! | bounded storage | the log keeps the last [`PostgresConfig::with_history_retention`] revisions; the compactor VACUUMs the tables (tested: sizes flat over 30,000 lock cycles, sampled every 2,000; the bench runs 100,000) |
 //!
 //! # What each call costs
 //!
@@ -113,8 +113,9 @@
 //!
 //! Deleted rows take space until VACUUM. Autovacuum wakes once a minute by default, which at a
 //! few thousand writes a second let the log double between runs; so the compactor also runs
-//! `VACUUM (SKIP_LOCKED)` on the schema's tables after every half retention of compacted
-//! revisions (left to autovacuum if the role may not VACUUM them).
+//! `VACUUM (SKIP_LOCKED, TRUNCATE false)` on the schema's tables after every half retention of
+//! compacted revisions, in a task of its own (left to autovacuum if the role may not VACUUM
+//! them). These options need PostgreSQL 12 or later.
 //!
 //! # Limits worth knowing
 //!

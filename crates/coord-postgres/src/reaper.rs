@@ -15,14 +15,24 @@
 //! Deleted rows take space until VACUUM marks it free. Autovacuum wakes once a minute by
 //! default (`autovacuum_naptime`), and at thousands of writes a second the log and `kv` grew
 //! by half between its runs in our 100,000-cycle test. So the compactor also runs `VACUUM
-//! (SKIP_LOCKED)` on the schema's tables each time it has compacted half the retention's worth
-//! of revisions: the tables stay bounded whatever autovacuum's settings. If VACUUM is refused
-//! (a role that does not own the tables), this is logged once and left to autovacuum.
+//! (SKIP_LOCKED, TRUNCATE false)` on the schema's tables each time it has compacted half the
+//! retention's worth of revisions: the tables stay bounded whatever autovacuum's settings. If
+//! VACUUM is refused (a role that does not own the tables), this is logged once and left to
+//! autovacuum.
+//!
+//! `TRUNCATE false`: VACUUM's last step, giving empty trailing pages back to the file system,
+//! needs an ACCESS EXCLUSIVE lock, which a table that every write touches never leaves free;
+//! VACUUM retried it for up to seconds a run, and meanwhile the log grew to 7x its retention
+//! (measured in `tests/bounded.rs`). The pages are reused by the next inserts instead. VACUUM
+//! runs in a task of its own, one at a time, so a slow one never holds back reaping or
+//! compaction.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PostgresConfig;
@@ -52,8 +62,9 @@ pub(crate) fn spawn(
     let vacuum_every = (keep / 2).max(1_000);
     tokio::spawn(async move {
         let mut pause = Duration::ZERO;
-        // Revisions this process compacted since it last vacuumed; `None` once VACUUM failed.
-        let mut unvacuumed: Option<i64> = Some(0);
+        // Revisions this process compacted since it last started a VACUUM.
+        let mut unvacuumed: i64 = 0;
+        let vacuum = Vacuum::new(pool.clone(), sql.clone());
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -94,20 +105,14 @@ pub(crate) fn spawn(
                     // More than one batch behind (writes outpace one batch a pass): go on at
                     // once, so the history stays bounded at any write rate.
                     behind = target - now >= step;
-                    if let Some(n) = unvacuumed.as_mut() {
-                        *n += now - compacted;
-                        if *n >= vacuum_every {
-                            *n = 0;
-                            if let Err(e) = client.batch_execute(&sql.vacuum).await {
-                                tracing::info!(error = %e, "cannot VACUUM coord's tables; leaving it to autovacuum");
-                                unvacuumed = None;
-                            }
-                        }
-                    }
+                    unvacuumed += now - compacted;
                 }
                 Ok::<_, String>((reaped, next_due, behind))
             })
             .await;
+            if unvacuumed >= vacuum_every && vacuum.start() {
+                unvacuumed = 0;
+            }
             match pass {
                 Ok(Ok((reaped, next_due, behind))) => {
                     if reaped >= REAP_BATCH || behind {
@@ -124,4 +129,51 @@ pub(crate) fn spawn(
             }
         }
     });
+}
+
+/// The compactor's VACUUM of the schema's tables, in a task of its own, at most one at a time.
+struct Vacuum {
+    pool: Pool,
+    sql: Arc<Sql>,
+    /// A VACUUM is running.
+    running: Arc<AtomicBool>,
+    /// VACUUM was refused once (the role does not own the tables): left to autovacuum.
+    refused: Arc<AtomicBool>,
+}
+
+impl Vacuum {
+    fn new(pool: Pool, sql: Arc<Sql>) -> Self {
+        Self {
+            pool,
+            sql,
+            running: Arc::new(AtomicBool::new(false)),
+            refused: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Starts a VACUUM unless one is running or VACUUM was refused; whether it started.
+    fn start(&self) -> bool {
+        if self.refused.load(Ordering::Relaxed) || self.running.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let (pool, sql) = (self.pool.clone(), self.sql.clone());
+        let (running, refused) = (self.running.clone(), self.refused.clone());
+        tokio::spawn(async move {
+            match pool.get().await {
+                Ok(client) => {
+                    if let Err(e) = client.batch_execute(&sql.vacuum).await {
+                        if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+                            tracing::info!(error = %e, "cannot VACUUM coord's tables; leaving it to autovacuum");
+                            refused.store(true, Ordering::Relaxed);
+                        } else {
+                            tracing::debug!(error = %e, "VACUUM failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "no connection for VACUUM"),
+            }
+            running.store(false, Ordering::Release);
+        });
+        true
+    }
 }

@@ -107,7 +107,7 @@ impl Sql {
             compact_auto: format!("SELECT {s}.compact_auto($1, $2, $3)"),
             // SKIP_LOCKED: another process's compactor vacuuming the same tables is enough.
             vacuum: format!(
-                "VACUUM (SKIP_LOCKED) {s}.log, {s}.kv, {s}.lease, {s}.revision, {s}.meta"
+                "VACUUM (SKIP_LOCKED, TRUNCATE false) {s}.log, {s}.kv, {s}.lease, {s}.revision, {s}.meta"
             ),
             listen: format!("LISTEN {}", quote_ident(&channel)),
             schema: s,
