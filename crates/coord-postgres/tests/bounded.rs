@@ -107,7 +107,7 @@ async fn sizes_stay_bounded_over_many_lock_cycles() {
     let table = [("log", 0), ("kv", 1), ("lease", 2)];
     for (name, i) in table {
         let pick = |s: &(usize, (i64, i64, i64))| [s.1 .0, s.1 .1, s.1 .2][i];
-        let reference = warm.iter().map(|s| pick(s)).max().unwrap_or(0);
+        let reference = warm.iter().map(&pick).max().unwrap_or(0);
         let bound = reference + reference / 2 + 512 * 1024;
         for s in &later {
             assert!(
