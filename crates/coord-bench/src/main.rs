@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use coord_bench::alloc::CountingAlloc;
-use coord_bench::scenarios::{canonical, Bench, Target, SCENARIOS};
+use coord_bench::scenarios::{canonical, Bench, Target, HEAP_SCENARIOS, SCENARIOS};
 use coord_mem::MemStore;
 use rand::Rng;
 
@@ -108,6 +108,15 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Only the scenarios that report heap figures pay for counting every allocation.
+    // (Before parsing: `--scenario a,b` or `--scenario=a,b`; `all` includes one.)
+    if std::env::args().any(|a| {
+        let list = a.rsplit('=').next().unwrap_or_default();
+        list.split(',')
+            .any(|s| s == "all" || canonical(s).is_some_and(|s| HEAP_SCENARIOS.contains(&s)))
+    }) {
+        coord_bench::alloc::enable();
+    }
     let args = Args::parse();
     let backend = match (args.backend, args.endpoints.is_empty(), &args.postgres_url) {
         (Some(b), _, _) => b,

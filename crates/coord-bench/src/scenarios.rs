@@ -77,6 +77,11 @@ pub const SCENARIOS: &[&str] = &[
 /// when named.
 const ONLY_BY_NAME: &[&str] = &["idle_sessions", "election_candidates"];
 
+/// The scenarios that report live heap bytes (`coord_bench::alloc`): the binary counts
+/// allocations only when one of them is asked for (by name or alias; `all` runs
+/// `mem_memory_cycles` too).
+pub const HEAP_SCENARIOS: &[&str] = &["mem_memory_cycles", "idle_sessions", "election_candidates"];
+
 /// Maps a name given on the command line (a full name, one with a `_wN` suffix, or the Go
 /// anchor's short name) to a scenario of [`SCENARIOS`].
 pub fn canonical(name: &str) -> Option<&'static str> {

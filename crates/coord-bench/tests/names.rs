@@ -55,6 +55,7 @@ async fn lock_in_turn(
 
 #[tokio::test(start_paused = true)]
 async fn ten_thousand_names_in_turn_leave_nothing_behind() {
+    coord_bench::alloc::enable();
     // Little history, so that the store's own memory is bounded too.
     let store = MemStore::builder().history_limit(64).build();
     let holder = Session::new(store.clone(), 60).await.unwrap();

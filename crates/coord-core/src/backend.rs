@@ -42,7 +42,7 @@ impl BackendLimits {
     /// [`Error::InvalidArgument`] when `txn` may be too large for this store (by
     /// [`Txn::size_bound`]), so a primitive can refuse it before sending anything. `what` names
     /// the request for the message.
-    pub fn check_txn(&self, txn: &Txn, what: &str) -> Result<()> {
+    pub fn check_txn(&self, txn: &Txn, what: impl std::fmt::Display) -> Result<()> {
         let size = txn.size_bound();
         if size > self.max_request_bytes {
             return Err(Error::invalid(format!(

@@ -120,7 +120,7 @@ impl Queue {
         session
             .backend()
             .limits()
-            .check_txn(&txn, &format!("writing the {what} key"))
+            .check_txn(&txn, format_args!("writing the {what} key"))
     }
 
     /// Writes `held.key` (if absent) with `value` on the session's lease and learns who is
@@ -138,7 +138,7 @@ impl Queue {
         session
             .backend()
             .limits()
-            .check_txn(&txn, &format!("writing the {} key", held.what))?;
+            .check_txn(&txn, format_args!("writing the {} key", held.what))?;
         let resp = held
             .write_txn(txn)
             .await
