@@ -96,7 +96,7 @@
 //! `schema_version`: tables `revision` (one row), `meta` (version, compact revision), `kv`
 //! (live keys, `bytea`: etcd's byte order, no collation), `log` (one row per change, the key
 //! after and before), `lease` (`ttl`, `expires_at`), and the functions `txn_w`, `txn_r`,
-//! `lease_revoke`, `reap`, `compact`, `compact_auto`, `changes`, `notify`. An older version is
+//! `lease_revoke`, `reap`, `compact`, `compact_auto`, `changes`, `notify`, `change_text`. An older version is
 //! migrated on connect (its tables by a migration step, its functions replaced whole); a newer
 //! one is an error. Version 2 (NOTIFY carries the changes) changed functions only.
 //!

@@ -13,8 +13,9 @@ use tokio_postgres::error::SqlState;
 use crate::error::{self, PgError};
 
 /// The version of the tables and functions this crate writes. 2: NOTIFY carries the
-/// revision's changes (`notify()`).
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+/// revision's changes (`notify()`). 3: `txn_w` builds that payload as it writes
+/// (`change_text()`).
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// The tables and types, version [`SCHEMA_VERSION`].
 const SQL: &str = include_str!("schema.sql");
@@ -26,8 +27,8 @@ const FUNCTIONS: &str = include_str!("functions.sql");
 /// `MIGRATIONS[i]` upgrades the tables of an installed version `i + 1` to `i + 2` (SQL with
 /// the same placeholders as `schema.sql`); the functions are replaced afterwards.
 const MIGRATIONS: &[&str] = &[
-    // 1 → 2: functions only (notify()).
-    "",
+    // 1 → 2 (notify()) and 2 → 3 (change_text(), notify(rev, changes)): functions only.
+    "", "",
 ];
 
 /// The first key of the advisory lock taken while installing ("coor"); the second is the hash

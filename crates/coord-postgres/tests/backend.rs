@@ -468,13 +468,15 @@ async fn version_1_is_upgraded_on_connect() {
     let first = connect().await.unwrap();
     first.put(PutRequest::new("k", "v")).await.unwrap();
     drop(first);
-    // What version 1 was: no notify().
-    common::psql(&format!("DROP FUNCTION \"{schema}\".notify(bigint)")).await;
+    // What version 1 was: no notify() (nor version 3's change_text()).
+    for f in ["notify(bigint)", "notify(bigint, text)", "change_text"] {
+        common::psql(&format!("DROP FUNCTION \"{schema}\".{f}")).await;
+    }
     common::psql(&format!("UPDATE \"{schema}\".meta SET schema_version = 1")).await;
     let store = connect().await.unwrap();
     let version: i32 =
         common::psql(&format!("SELECT schema_version FROM \"{schema}\".meta")).await[0].get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let mut watch = store
         .watch(WatchRequest::new(KeyRange::key("k")))
         .await
