@@ -151,6 +151,12 @@ pub struct RangeRequest {
     pub keys_only: bool,
     /// Return only the count.
     pub count_only: bool,
+    /// May be answered from the answering server's own state, which can lag behind the
+    /// store's (etcd's serializable read: no round through the consensus, and no wait behind
+    /// the writes being made durable). The answer is a consistent snapshot all the same, at
+    /// its header revision, which says how current it is: a caller that needs at least
+    /// revision `r` checks it. Backends whose every read is current ignore it.
+    pub serializable: bool,
 }
 
 impl RangeRequest {
@@ -165,6 +171,7 @@ impl RangeRequest {
             revision: 0,
             keys_only: false,
             count_only: false,
+            serializable: false,
         }
     }
 
@@ -217,6 +224,12 @@ impl RangeRequest {
     /// Count only.
     pub fn with_count_only(mut self) -> Self {
         self.count_only = true;
+        self
+    }
+
+    /// Allow a serializable answer (see [`RangeRequest::serializable`]).
+    pub fn with_serializable(mut self) -> Self {
+        self.serializable = true;
         self
     }
 

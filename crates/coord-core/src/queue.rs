@@ -10,7 +10,7 @@ use crate::held::HeldKey;
 use crate::kv::{KeyValue, LeaseId, PutRequest, RangeRequest, Revision, SortOrder, SortTarget};
 use crate::local::LocalHold;
 use crate::session::Session;
-use crate::txn::{Compare, CompareOp, Txn, TxnOp};
+use crate::txn::{Compare, CompareOp, Txn, TxnOp, TxnResponse};
 
 /// Where a contender's predecessors live.
 #[derive(Debug, Clone)]
@@ -244,16 +244,59 @@ impl Queue {
     /// One read: does my key still exist, and who is ahead of it now? Fails when the key is
     /// gone ([`Error::NotHeld`], or the session's end).
     pub(crate) async fn reread(&self, held: &HeldKey) -> Result<(Revision, Ahead)> {
-        let ahead = RangeRequest::prefix(self.ahead_prefix.clone())
+        self.reread_since(held, 0).await
+    }
+
+    /// [`Queue::reread`] of a state at least as recent as revision `since` (a delete just
+    /// seen): first serializable, which etcd answers without waiting behind the writes being
+    /// made durable (the waiter woken by a release reads on the handoff's critical path); again
+    /// in full if that answer is older than `since`. Either answer is a snapshot of the store
+    /// at or after `since`: a key absent there is gone for good, and no key is created ahead
+    /// of mine later, so "nobody ahead" is as true as from a linearizable read.
+    pub(crate) async fn reread_since(
+        &self,
+        held: &HeldKey,
+        since: Revision,
+    ) -> Result<(Revision, Ahead)> {
+        if since > 0 {
+            let resp = held
+                .session
+                .backend()
+                .txn(self.reread_txn(held, true))
+                .await?;
+            if resp.header_revision >= since {
+                return self.ahead_in(held, resp).await;
+            }
+            tracing::debug!(
+                since,
+                answered = resp.header_revision,
+                "serializable read behind the event; reading again"
+            );
+        }
+        let resp = held
+            .session
+            .backend()
+            .txn(self.reread_txn(held, false))
+            .await?;
+        self.ahead_in(held, resp).await
+    }
+
+    fn reread_txn(&self, held: &HeldKey, serializable: bool) -> Txn {
+        let mut mine = RangeRequest::key(held.key.to_vec()).with_keys_only();
+        let mut ahead = RangeRequest::prefix(self.ahead_prefix.clone())
             .with_sort(SortTarget::Create, SortOrder::Descend)
             .with_limit(KNOWN_AHEAD)
             .with_max_create_revision(held.rev - 1)
             .with_keys_only();
-        let txn = Txn::new().and_then([
-            TxnOp::Range(RangeRequest::key(held.key.to_vec()).with_keys_only()),
-            TxnOp::Range(ahead),
-        ]);
-        let resp = held.session.backend().txn(txn).await?;
+        if serializable {
+            mine = mine.with_serializable();
+            ahead = ahead.with_serializable();
+        }
+        Txn::new().and_then([TxnOp::Range(mine), TxnOp::Range(ahead)])
+    }
+
+    /// My key's presence and the keys ahead of it, from [`Queue::reread_txn`]'s answer.
+    async fn ahead_in(&self, held: &HeldKey, resp: TxnResponse) -> Result<(Revision, Ahead)> {
         let mine = resp.range(0)?.kvs.first();
         if !matches!(mine, Some(kv) if kv.create_revision == held.rev) {
             // Deleted by someone (NotHeld), or with the lease (SessionExpired, SessionClosed).

@@ -10,7 +10,8 @@
 //!   shared by both): it then holds its turn with no read, and never when its own key is gone.
 //!   The handoff is one delete commit and one event.
 //! - **Further back**: it watches one single key, the one just ahead of it. When that key goes,
-//!   it reads once (its own key and the keys ahead): nobody left ahead is its turn; else it
+//!   it reads once (its own key and the keys ahead; serializable, as recent as the delete at
+//!   least: see [`Queue::reread_since`]): nobody left ahead is its turn; else it
 //!   watches the new key just ahead. Each key is watched by the one waiter right behind it, so
 //!   a release is delivered to one waiter, whatever the length of the queue, and only that
 //!   waiter makes a call. Its own key's deletion shows in that read (it then fails, never
@@ -109,8 +110,9 @@ pub(crate) async fn wait_turn(
             continue;
         };
         tracing::trace!(after, "waiting for the key just ahead");
+        let mut deleted_at = 0;
         match wait_ahead(held, w, fallback.due(), after).await? {
-            Woke::Deleted => {}
+            Woke::Deleted(revision) => deleted_at = revision,
             Woke::Broken => watch = None,
             Woke::Check => {
                 fallback.checked();
@@ -125,14 +127,18 @@ pub(crate) async fn wait_turn(
         }
         // Only the waiter right behind a key watches it: it moved up by one (or more).
         position = position.saturating_sub(1);
-        (after, ahead) = reread().await?;
+        (after, ahead) = if deleted_at > 0 {
+            retry_transient(session, || queue.reread_since(held, deleted_at)).await?
+        } else {
+            reread().await?
+        };
     }
 }
 
 /// Why a waiter further back woke up.
 enum Woke {
-    /// The key just ahead was deleted.
-    Deleted,
+    /// The key just ahead was deleted, at this revision.
+    Deleted(Revision),
     /// The watch broke: watch afresh.
     Broken,
     /// Time to check by reading (a young watch may hold an event back).
@@ -265,7 +271,7 @@ async fn wait_ahead(
         };
         match batch {
             Ok((revision, _)) if revision <= after => {}
-            Ok(_) => return Ok(Woke::Deleted),
+            Ok((revision, _)) => return Ok(Woke::Deleted(revision)),
             Err(e) => {
                 tracing::debug!(error = %e, "key watch broke; reading again");
                 return Ok(Woke::Broken);

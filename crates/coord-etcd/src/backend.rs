@@ -378,6 +378,11 @@ fn get_options(req: &RangeRequest) -> (Vec<u8>, GetOptions) {
     if req.count_only {
         options = options.with_count_only();
     }
+    // etcd serves a transaction serializably only when every operation of it is a
+    // serializable range.
+    if req.serializable {
+        options = options.with_serializable();
+    }
     (key, options)
 }
 
