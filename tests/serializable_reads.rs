@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coord::mem::MemStore;
-use coord::{Backend, Decorator, Mutex, Session, Txn, TxnOp, TxnResponse};
+use coord::{Backend, Decorator, LockGuard, Mutex, Session, Txn, TxnOp, TxnResponse};
 use coord_core::Result;
+use tokio::task::JoinHandle;
 
 /// Answers transactions made only of serializable ranges as of `stale_at` (when set), with
 /// that revision in the header; everything else as the store is now.
@@ -54,94 +55,81 @@ impl Decorator for Lagging {
     }
 }
 
-/// Three in line on one mutex; the third, woken by the second's release, gets a serializable
-/// answer from before its own key existed. It reads again in full and holds; trusting that
-/// answer would have failed it with "key gone".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_serializable_answer_is_read_again() {
-    let store = MemStore::new();
-    let lagging = Lagging {
-        inner: store.clone(),
-        stale_at: Arc::new(AtomicI64::new(0)),
-        serializable: Arc::new(AtomicUsize::new(0)),
-        stale: Arc::new(AtomicUsize::new(0)),
-    };
+impl Lagging {
+    fn new(inner: MemStore) -> Lagging {
+        Lagging {
+            inner,
+            stale_at: Arc::new(AtomicI64::new(0)),
+            serializable: Arc::new(AtomicUsize::new(0)),
+            stale: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+type Waiting = JoinHandle<Result<LockGuard>>;
+
+/// Three in line on one mutex "job": the first holds, the second waits right behind it, the
+/// third (on `lagging`) behind the second. Also the revision before the third's key.
+async fn three_in_line(store: &MemStore, lagging: &Lagging) -> (LockGuard, Waiting, Waiting, i64) {
     let first = Session::new(store.clone(), 10).await.unwrap();
     let second = Session::new(store.clone(), 10).await.unwrap();
     let third = Session::new(lagging.clone(), 10).await.unwrap();
     let held = Mutex::new(&first, "job").unwrap().lock().await.unwrap();
-    // Before the third's key: the revision a lagging member would answer from.
     let before = store.txn(Txn::new()).await.unwrap().header_revision;
-    let waiting_second = tokio::spawn({
-        let m = Mutex::new(&second, "job").unwrap();
-        async move { m.lock().await }
-    });
+    let wait = |session: &Session| {
+        let m = Mutex::new(session, "job").unwrap();
+        tokio::spawn(async move { m.lock().await })
+    };
+    let waiting_second = wait(&second);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let waiting_third = tokio::spawn({
-        let m = Mutex::new(&third, "job").unwrap();
-        async move { m.lock().await }
-    });
+    let waiting_third = wait(&third);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    lagging.stale_at.store(before, Ordering::Relaxed);
+    (held, waiting_second, waiting_third, before)
+}
 
+/// Releases the first's lock, then the second's once it holds; the third's guard.
+async fn hand_over_twice(held: LockGuard, second: Waiting, third: Waiting) -> Result<LockGuard> {
     held.unlock().await.unwrap();
-    let second_guard = tokio::time::timeout(Duration::from_secs(5), waiting_second)
+    let second = tokio::time::timeout(Duration::from_secs(5), second)
         .await
         .expect("the second holds")
         .unwrap()
         .unwrap();
-    assert!(!waiting_third.is_finished(), "the third waits its turn");
-    second_guard.unlock().await.unwrap();
-    let third_guard = tokio::time::timeout(Duration::from_secs(5), waiting_third)
+    assert!(!third.is_finished(), "the third waits its turn");
+    second.unlock().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), third)
         .await
-        .expect("the third holds")
+        .expect("the third is answered")
         .unwrap()
+}
+
+/// The third, woken by the second's release, gets a serializable answer from before its own
+/// key existed. It reads again in full and holds; trusting that answer would have failed it
+/// with "key gone".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_serializable_answer_is_read_again() {
+    let store = MemStore::new();
+    let lagging = Lagging::new(store.clone());
+    let (held, second, third, before) = three_in_line(&store, &lagging).await;
+    lagging.stale_at.store(before, Ordering::Relaxed);
+    let guard = hand_over_twice(held, second, third)
+        .await
         .expect("a stale answer is not trusted");
     assert!(
         lagging.stale.load(Ordering::Relaxed) >= 1,
         "the third was woken by the delete and read serializably ({} serializable reads)",
         lagging.serializable.load(Ordering::Relaxed)
     );
-    third_guard.unlock().await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 /// With a current answer, the woken waiter holds after one serializable read: no read in full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_woken_waiter_reads_serializably_once() {
     let store = MemStore::new();
-    let lagging = Lagging {
-        inner: store.clone(),
-        stale_at: Arc::new(AtomicI64::new(0)),
-        serializable: Arc::new(AtomicUsize::new(0)),
-        stale: Arc::new(AtomicUsize::new(0)),
-    };
-    let first = Session::new(store.clone(), 10).await.unwrap();
-    let second = Session::new(store.clone(), 10).await.unwrap();
-    let third = Session::new(lagging.clone(), 10).await.unwrap();
-    let held = Mutex::new(&first, "job").unwrap().lock().await.unwrap();
-    let waiting_second = tokio::spawn({
-        let m = Mutex::new(&second, "job").unwrap();
-        async move { m.lock().await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let waiting_third = tokio::spawn({
-        let m = Mutex::new(&third, "job").unwrap();
-        async move { m.lock().await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    held.unlock().await.unwrap();
-    waiting_second
-        .await
-        .unwrap()
-        .unwrap()
-        .unlock()
-        .await
-        .unwrap();
-    let third_guard = tokio::time::timeout(Duration::from_secs(5), waiting_third)
-        .await
-        .expect("the third holds")
-        .unwrap()
-        .unwrap();
+    let lagging = Lagging::new(store.clone());
+    let (held, second, third, _) = three_in_line(&store, &lagging).await;
+    let guard = hand_over_twice(held, second, third).await.unwrap();
     assert_eq!(lagging.serializable.load(Ordering::Relaxed), 1);
-    third_guard.unlock().await.unwrap();
+    guard.unlock().await.unwrap();
 }
