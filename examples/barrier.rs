@@ -36,15 +36,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    match run(args).await {
-        Ok(0) => {}
-        Ok(_) => std::process::exit(1),
-        Err(e) => {
-            eprintln!("barrier: {e}");
-            std::process::exit(2);
-        }
-    }
+    store::finish("barrier", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> coord::Result<usize> {

@@ -81,19 +81,11 @@ struct Summary {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    if let Err(e) = run(args).await {
-        eprintln!("cluster: {e}");
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            eprintln!("  caused by: {s}");
-            source = s.source();
-        }
-        std::process::exit(1);
-    }
+    store::finish("cluster", run(Args::parse()).await)
 }
 
-async fn run(args: Args) -> coord::Result<()> {
+/// Runs the demo; the number of broken promises it saw.
+async fn run(args: Args) -> coord::Result<usize> {
     if args.nodes < 2 {
         return Err(Error::invalid("--nodes must be at least 2"));
     }
@@ -133,10 +125,7 @@ async fn run(args: Args) -> coord::Result<()> {
     );
     println!("  keys left behind:      {left}");
     println!("  violations:            {}", summary.violations);
-    if summary.violations > 0 {
-        std::process::exit(2);
-    }
-    Ok(())
+    Ok(summary.violations)
 }
 
 /// Reads the metrics back over HTTP and checks them against the demo's own counts.

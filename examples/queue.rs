@@ -42,15 +42,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    match run(args).await {
-        Ok(0) => {}
-        Ok(_) => std::process::exit(1),
-        Err(e) => {
-            eprintln!("queue: {e}");
-            std::process::exit(2);
-        }
-    }
+    store::finish("queue", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> coord::Result<usize> {

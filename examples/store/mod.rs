@@ -1,5 +1,7 @@
 //! What the demos that run anywhere share: the store to run on — coord-mem by default, etcd with
-//! `--endpoints`, PostgreSQL with `--postgres` (with the matching cargo feature).
+//! `--endpoints`, PostgreSQL with `--postgres` (with the matching cargo feature) — and how a
+//! demo ends: exit status 0 when all went as promised, 2 when the demo saw a broken promise
+//! (its count printed), 1 on an error (printed with its causes).
 
 use std::sync::Arc;
 
@@ -67,4 +69,23 @@ async fn connect_postgres(_: &str) -> coord::Result<(DynBackend, String)> {
     Err(coord::Error::invalid(
         "this build has no PostgreSQL backend: run with `--features postgres`",
     ))
+}
+
+/// Ends the demo `demo` with `result` (the broken promises it counted, or an error), as the
+/// module docs say.
+#[allow(dead_code)] // Not every includer of this module is a demo (tests/metrics_http.rs).
+pub fn finish(demo: &str, result: coord::Result<usize>) -> ! {
+    match result {
+        Ok(0) => std::process::exit(0),
+        Ok(_) => std::process::exit(2),
+        Err(e) => {
+            eprintln!("{demo}: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            std::process::exit(1);
+        }
+    }
 }
