@@ -61,6 +61,7 @@
 //! | call | statement | takes the revision lock |
 //! | --- | --- | --- |
 //! | `txn` with a put or delete in either branch, `put`, `delete` | `txn_w(…)`: one durable commit | yes |
+//! | `txn` that is a release ("if create revision of k = r, delete the one key d": an unlock, a resignation) | `txn_guarded_delete(…)`: txn_w's answer without its generic machinery; one durable commit | yes |
 //! | `txn` that only reads, `range` | `txn_r(…)` (one snapshot) | no |
 //! | `lease_grant` | `INSERT … ON CONFLICT DO NOTHING` | no |
 //! | `lease_keep_alive` | `UPDATE … WHERE expires_at > now()` | no |
@@ -96,7 +97,8 @@
 //! `schema_version`: tables `revision` (one row), `meta` (version, compact revision), `kv`
 //! (live keys, `bytea`: etcd's byte order, no collation), `log` (one row per change, the key
 //! after and before), `lease` (`ttl`, `expires_at`), and the functions `txn_w`, `txn_r`,
-//! `lease_revoke`, `reap`, `compact`, `compact_auto`, `changes`, `notify`, `change_text`. An older version is
+//! `lease_revoke`, `reap`, `compact`, `compact_auto`, `changes`, `notify`, `change_text`,
+//! `txn_guarded_delete`. An older version is
 //! migrated on connect (its tables by a migration step, its functions replaced whole); a newer
 //! one is an error. Version 2 (NOTIFY carries the changes) changed functions only.
 //!

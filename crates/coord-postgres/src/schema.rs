@@ -14,7 +14,7 @@ use crate::error::{self, PgError};
 
 /// The version of the tables and functions this crate writes. 2: NOTIFY carries the
 /// revision's changes (`notify()`). 3: `txn_w` builds that payload as it writes
-/// (`change_text()`).
+/// (`change_text()`); `txn_guarded_delete()`.
 pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// The tables and types, version [`SCHEMA_VERSION`].
@@ -27,7 +27,8 @@ const FUNCTIONS: &str = include_str!("functions.sql");
 /// `MIGRATIONS[i]` upgrades the tables of an installed version `i + 1` to `i + 2` (SQL with
 /// the same placeholders as `schema.sql`); the functions are replaced afterwards.
 const MIGRATIONS: &[&str] = &[
-    // 1 → 2 (notify()) and 2 → 3 (change_text(), notify(rev, changes)): functions only.
+    // 1 → 2 (notify()) and 2 → 3 (change_text(), notify(rev, changes), txn_guarded_delete()):
+    // functions only.
     "", "",
 ];
 
@@ -42,6 +43,7 @@ pub(crate) struct Sql {
     pub(crate) channel: String,
     pub(crate) txn_w: String,
     pub(crate) txn_r: String,
+    pub(crate) txn_guarded_delete: String,
     pub(crate) grant: String,
     pub(crate) keep_alive: String,
     pub(crate) time_to_live: String,
@@ -71,6 +73,7 @@ impl Sql {
         Sql {
             txn_w: format!("SELECT * FROM {s}.txn_w({txn_args})"),
             txn_r: format!("SELECT * FROM {s}.txn_r({txn_args})"),
+            txn_guarded_delete: format!("SELECT * FROM {s}.txn_guarded_delete($1, $2, $3)"),
             grant: format!(
                 "INSERT INTO {s}.lease (id, ttl, expires_at) \
                  VALUES ($1::bigint, $2::bigint, now() + $2::bigint * interval '1 second') \
