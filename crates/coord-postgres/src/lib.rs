@@ -72,7 +72,7 @@
 //!
 //! Measured here (PostgreSQL 15, fsync on, loopback, a shared 2-core machine, p50): an
 //! uncontended lock + unlock through `coord_core::Mutex` 1.1–1.6 ms (session advisory locks:
-//! 0.2 ms, but no WAL, no token, no lost notice); a handoff (A unlocks, B holds) 1.5–1.9 ms
+//! 0.2 ms, but no WAL, no token, no lost notice); a handoff (A unlocks, B holds) 1.3–1.7 ms
 //! (advisory locks: 0.7–0.9 ms); put to watch event on another task 1.0–1.3 ms. Most of a
 //! handoff is the release's durable commit, which after an idle pause costs 1 ms here (0.25 ms
 //! back to back); the waiter hears of it from the NOTIFY itself, with no read. A/B against
