@@ -316,6 +316,25 @@ fn check_duplicates(ops: &[TxnOp]) -> Result<()> {
     Ok(())
 }
 
+/// `(compared key, its create revision, the key deleted)` when `txn` is a release: "if
+/// create_revision(k) = r then delete the one key d" (no prev_kv, nothing else), which
+/// `txn_guarded_delete()` answers with the same rows as `txn_w()`.
+pub(crate) fn guarded_delete(txn: &Txn) -> Option<(&[u8], i64, &[u8])> {
+    let ([compare], [TxnOp::Delete(delete)], []) =
+        (&txn.compares[..], &txn.success[..], &txn.failure[..])
+    else {
+        return None;
+    };
+    let (CompareOp::Equal, CompareTarget::CreateRevision(rev)) = (compare.op, &compare.target)
+    else {
+        return None;
+    };
+    match &delete.range {
+        KeyRange::Key(key) if !delete.prev_kv => Some((&compare.key, *rev, key)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use coord_core::{DeleteRequest, PutRequest, RangeRequest};
@@ -364,24 +383,5 @@ mod tests {
             .and_then([RangeRequest::prefix("a").into()])
             .or_else([DeleteRequest::key("a").into()]);
         assert!(Args::new(&write).writes);
-    }
-}
-
-/// `(compared key, its create revision, the key deleted)` when `txn` is a release: "if
-/// create_revision(k) = r then delete the one key d" (no prev_kv, nothing else), which
-/// `txn_guarded_delete()` answers with the same rows as `txn_w()`.
-pub(crate) fn guarded_delete(txn: &Txn) -> Option<(&[u8], i64, &[u8])> {
-    let ([compare], [TxnOp::Delete(delete)], []) =
-        (&txn.compares[..], &txn.success[..], &txn.failure[..])
-    else {
-        return None;
-    };
-    let (CompareOp::Equal, CompareTarget::CreateRevision(rev)) = (compare.op, &compare.target)
-    else {
-        return None;
-    };
-    match &delete.range {
-        KeyRange::Key(key) if !delete.prev_kv => Some((&compare.key, *rev, key)),
-        _ => None,
     }
 }
