@@ -16,9 +16,9 @@
 //! default (`autovacuum_naptime`), and at thousands of writes a second the log and `kv` grew
 //! by half between its runs in our 100,000-cycle test. So the compactor also runs `VACUUM
 //! (SKIP_LOCKED, TRUNCATE false)` on the schema's tables each time it has compacted half the
-//! retention's worth of revisions: the tables stay bounded whatever autovacuum's settings. If
-//! VACUUM is refused (a role that does not own the tables), this is logged once and left to
-//! autovacuum.
+//! retention's worth of revisions: the tables stay bounded whatever autovacuum's settings. A
+//! role that does not own the tables gets only PostgreSQL's "skipping" warnings from it (not
+//! an error): the tables are then left to autovacuum.
 //!
 //! `TRUNCATE false`: VACUUM's last step, giving empty trailing pages back to the file system,
 //! needs an ACCESS EXCLUSIVE lock, which a table that every write touches never leaves free;
@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PostgresConfig;
@@ -137,8 +136,6 @@ struct Vacuum {
     sql: Arc<Sql>,
     /// A VACUUM is running.
     running: Arc<AtomicBool>,
-    /// VACUUM was refused once (the role does not own the tables): left to autovacuum.
-    refused: Arc<AtomicBool>,
 }
 
 impl Vacuum {
@@ -147,27 +144,21 @@ impl Vacuum {
             pool,
             sql,
             running: Arc::new(AtomicBool::new(false)),
-            refused: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Starts a VACUUM unless one is running or VACUUM was refused; whether it started.
+    /// Starts a VACUUM unless one is running; whether it started. A failed one is tried
+    /// again at the next due point.
     fn start(&self) -> bool {
-        if self.refused.load(Ordering::Relaxed) || self.running.swap(true, Ordering::AcqRel) {
+        if self.running.swap(true, Ordering::AcqRel) {
             return false;
         }
-        let (pool, sql) = (self.pool.clone(), self.sql.clone());
-        let (running, refused) = (self.running.clone(), self.refused.clone());
+        let (pool, sql, running) = (self.pool.clone(), self.sql.clone(), self.running.clone());
         tokio::spawn(async move {
             match pool.get().await {
                 Ok(client) => {
                     if let Err(e) = client.batch_execute(&sql.vacuum).await {
-                        if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-                            tracing::info!(error = %e, "cannot VACUUM coord's tables; leaving it to autovacuum");
-                            refused.store(true, Ordering::Relaxed);
-                        } else {
-                            tracing::debug!(error = %e, "VACUUM failed");
-                        }
+                        tracing::debug!(error = %e, "VACUUM failed");
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "no connection for VACUUM"),
