@@ -421,15 +421,14 @@ $$;
 
 -- The release of a held key (a mutex's unlock, a resignation): txn_w's answer to the
 -- transaction "if create_revision(p_ckey) = p_crev then delete the one key p_key", without
--- the generic machinery (arrays, the op loop, compares_hold(), notify()): the release is on
--- every handoff's critical path.
+-- the generic machinery (arrays, the op loop, compares_hold()): the release is on every
+-- handoff's critical path.
 CREATE OR REPLACE FUNCTION {s}.txn_guarded_delete(p_ckey bytea, p_crev bigint, p_key bytea)
 RETURNS SETOF {s}.result LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_rev bigint;
     v_ok boolean;
     v_prev {s}.kv;
-    v_payload text;
 BEGIN
     UPDATE {s}.revision SET revision = revision + 1 RETURNING revision INTO v_rev;
     v_ok := coalesce((SELECT k.create_revision FROM {s}.kv k WHERE k.key = p_ckey), 0) = p_crev;
@@ -439,14 +438,9 @@ BEGIN
             INSERT INTO {s}.log VALUES (v_rev, 0, v_prev.key, true, NULL, NULL, NULL, NULL,
                 v_prev.value, v_prev.create_revision, v_prev.mod_revision, v_prev.version,
                 v_prev.lease);
-            -- As notify(v_rev, changes), inline.
-            v_payload := v_rev::text || {s}.change_text(0, true, v_prev.key, NULL, NULL, NULL,
+            PERFORM {s}.notify(v_rev, {s}.change_text(0, true, v_prev.key, NULL, NULL, NULL,
                 NULL, v_prev.value, v_prev.create_revision, v_prev.mod_revision,
-                v_prev.version, v_prev.lease);
-            IF octet_length(v_payload) >= current_setting('block_size')::integer - 192 THEN
-                v_payload := v_rev::text;
-            END IF;
-            PERFORM pg_notify('{chan}', v_payload);
+                v_prev.version, v_prev.lease));
             RETURN NEXT ROW(0, v_rev, 1, false, NULL, NULL, NULL, NULL, NULL, NULL)::{s}.result;
             RETURN NEXT ROW(-1, v_rev, 1, false, NULL, NULL, NULL, NULL, NULL, NULL)::{s}.result;
             RETURN;
