@@ -191,6 +191,10 @@ async fn raft_leader_killed_while_eight_workers_contend() {
 /// and `observe()` reports the right leader afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_restart_resumes_waiters_and_observers() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let Some(server) = EtcdServer::start_or_skip().await else {
         return;
     };
@@ -274,7 +278,10 @@ async fn etcd_restart_resumes_waiters_and_observers() {
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(e) => panic!("etcd does not answer after the restart: {e}"),
+                Err(e) => panic!(
+                    "etcd does not answer after the restart: {e:?}\n{}",
+                    server.log_tail(80)
+                ),
             }
         };
     }

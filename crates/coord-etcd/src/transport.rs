@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coord_core::{Error, Result};
-use futures::future::poll_fn;
+use futures::future::{poll_fn, BoxFuture, FutureExt, Shared as SharedFuture};
 use http_body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -102,8 +102,8 @@ struct Target {
     authority: String,
     tls: bool,
     conn: Mutex<Option<Conn>>,
-    /// Held while connecting, so concurrent requests wait for one connect.
-    connecting: tokio::sync::Mutex<()>,
+    /// The connect under way, if any: concurrent requests wait for the same one.
+    connecting: Mutex<Option<ConnectAttempt>>,
     /// When connecting last failed.
     failed_at: Mutex<Option<Instant>>,
 }
@@ -113,6 +113,27 @@ const AUTH_TOKEN: &str = "token";
 
 /// How long an endpoint that could not be reached is passed over while others can be.
 const SKIP_FAILED: Duration = Duration::from_secs(1);
+
+/// A connect running in a task of its own, awaited by every request that needs it. Why a task:
+/// a request's future may be parked for long while it waits (a watch re-opening inside a
+/// stream its consumer polls only now and then); a connect driven by that future would stall
+/// with it, and every other request for the endpoint behind it (seen: 30 s without answers after
+/// an etcd restart).
+type ConnectAttempt = SharedFuture<BoxFuture<'static, std::result::Result<Conn, Status>>>;
+
+/// Ends a connect attempt when dropped, after it stored its connection, if any; however the
+/// task ends: a runtime shutting down drops it mid-connect, and a finished attempt left in place
+/// would answer every later request with its error.
+struct ClearAttempt {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl Drop for ClearAttempt {
+    fn drop(&mut self) {
+        *lock(&self.shared.targets[self.index].connecting) = None;
+    }
+}
 
 /// A live (or just failed) HTTP/2 connection.
 #[derive(Clone)]
@@ -207,7 +228,7 @@ impl tower::Service<http::Request<Body>> for Transport {
 
 impl Shared {
     async fn send(
-        &self,
+        self: &Arc<Self>,
         request: http::Request<Body>,
     ) -> std::result::Result<http::Response<Body>, Status> {
         let (head, mut body) = request.into_parts();
@@ -307,15 +328,47 @@ impl Shared {
     }
 
     /// The live connection to endpoint `index`, or a new one.
-    async fn connection(&self, index: usize) -> std::result::Result<Conn, Status> {
+    async fn connection(self: &Arc<Self>, index: usize) -> std::result::Result<Conn, Status> {
         let target = &self.targets[index];
         if let Some(conn) = target.live() {
             return Ok(conn);
         }
-        let _connecting = target.connecting.lock().await;
-        if let Some(conn) = target.live() {
-            return Ok(conn);
-        }
+        let attempt = {
+            let mut connecting = lock(&target.connecting);
+            // Checked again under the lock: an attempt stores its connection before it clears
+            // itself, so no second connect starts just after one succeeded.
+            if let Some(conn) = target.live() {
+                return Ok(conn);
+            }
+            connecting
+                .get_or_insert_with(|| {
+                    let shared = self.clone();
+                    // Spawned when first polled, with the lock released: a runtime shutting
+                    // down drops the task (and its guard, which takes the lock) at once.
+                    async move {
+                        let clear = ClearAttempt {
+                            shared: shared.clone(),
+                            index,
+                        };
+                        let task = tokio::spawn(async move {
+                            let _clear = clear;
+                            shared.connect_and_keep(index).await
+                        });
+                        task.await.unwrap_or_else(|e| {
+                            Err(Status::unavailable(format!("tcp connect error: {e}")))
+                        })
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        attempt.await
+    }
+
+    /// Connects to endpoint `index` within the connect timeout and records the outcome.
+    async fn connect_and_keep(&self, index: usize) -> std::result::Result<Conn, Status> {
+        let target = &self.targets[index];
         let result = match tokio::time::timeout(self.connect_timeout, self.connect(index)).await {
             Ok(result) => result,
             Err(_) => Err(Status::unavailable(format!(
@@ -323,10 +376,15 @@ impl Shared {
                 target.authority, self.connect_timeout
             ))),
         };
-        *lock(&target.failed_at) = result.is_err().then(Instant::now);
-        if let Ok(conn) = &result {
-            *lock(&target.conn) = Some(conn.clone());
+        match &result {
+            Ok(conn) => *lock(&target.conn) = Some(conn.clone()),
+            Err(status) => tracing::debug!(
+                endpoint = %target.authority,
+                error = %status.message(),
+                "etcd connect failed"
+            ),
         }
+        *lock(&target.failed_at) = result.is_err().then(Instant::now);
         result
     }
 
@@ -650,7 +708,7 @@ fn parse_endpoint(endpoint: &str, tls_configured: bool) -> Result<Target> {
         authority: authority.to_string(),
         tls,
         conn: Mutex::new(None),
-        connecting: tokio::sync::Mutex::new(()),
+        connecting: Mutex::new(None),
         failed_at: Mutex::new(None),
     })
 }
