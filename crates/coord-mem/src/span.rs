@@ -84,9 +84,11 @@ pub(crate) fn check_put(req: &PutRequest, limits: &BackendLimits) -> Result<()> 
     too_large(req.key.len() + req.value.len(), limits)
 }
 
+/// A range's bytes as etcd encodes them: a single key has no range end.
 fn range_size(range: &KeyRange) -> usize {
     match range {
-        KeyRange::Key(k) | KeyRange::Prefix(k) | KeyRange::FromKey(k) => 2 * k.len() + 1,
+        KeyRange::Key(k) => k.len(),
+        KeyRange::Prefix(k) | KeyRange::FromKey(k) => 2 * k.len() + 1,
         KeyRange::Range { start, end } => start.len() + end.len(),
     }
 }

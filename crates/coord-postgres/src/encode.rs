@@ -231,9 +231,11 @@ fn check_range(range: &KeyRange) -> Result<()> {
     Ok(())
 }
 
+/// A range's bytes as etcd encodes them: a single key has no range end.
 fn range_size(range: &KeyRange) -> usize {
     match range {
-        KeyRange::Key(k) | KeyRange::Prefix(k) | KeyRange::FromKey(k) => 2 * k.len() + 1,
+        KeyRange::Key(k) => k.len(),
+        KeyRange::Prefix(k) | KeyRange::FromKey(k) => 2 * k.len() + 1,
         KeyRange::Range { start, end } => start.len() + end.len(),
     }
 }

@@ -751,12 +751,15 @@ scenario!(
 );
 
 async fn proposal_size_limit(ctx: &Ctx) -> Outcome {
-    let s = ctx.session().await?;
+    // Counted, so that a refusal is shown to happen before anything is sent: the store's own
+    // "request too large" is an InvalidArgument too.
+    let counting = crate::counting::Counting::new(ctx.store.clone());
+    let s = crate::session::Session::new(counting.clone(), super::support::SESSION_TTL).await?;
+    ctx.track_session(&s);
     let name = vec![b'n'; crate::names::MAX_NAME_LEN];
     let e = Election::new(&s, &name)?;
-    let invalid = |e: &Error| matches!(e, Error::InvalidArgument { .. });
     let limit = ctx.store.limits().max_request_bytes;
-    let biggest = largest_accepted(limit, |len| {
+    let biggest = largest_accepted(limit, &counting, |len| {
         let e = e.clone();
         async move {
             let l = e.campaign(vec![b'v'; len]).await?;
@@ -768,11 +771,12 @@ async fn proposal_size_limit(ctx: &Ctx) -> Outcome {
         biggest + 64 * 1024 > limit,
         "the largest accepted proposal ({biggest} bytes) is far below the store's limit"
     );
-    expect_err(
-        e.campaign(vec![b'v'; biggest + 1]).await,
-        invalid,
+    refused_unsent(
+        &counting,
+        e.campaign(vec![b'v'; biggest + 1]),
         "campaign one byte over",
-    )?;
+    )
+    .await?;
     let l = e.campaign(vec![b'v'; biggest]).await?;
     ensure_eq!(
         e.leader().await?.value.len(),
@@ -780,7 +784,7 @@ async fn proposal_size_limit(ctx: &Ctx) -> Outcome {
         "the largest proposal is stored"
     );
     let leader = &l;
-    let biggest_proclaim = largest_accepted(limit, |len| async move {
+    let biggest_proclaim = largest_accepted(limit, &counting, |len| async move {
         leader.proclaim(vec![b'w'; len]).await
     })
     .await?;
@@ -788,11 +792,12 @@ async fn proposal_size_limit(ctx: &Ctx) -> Outcome {
         biggest_proclaim >= biggest,
         "proclaim accepts less ({biggest_proclaim}) than campaign ({biggest})"
     );
-    expect_err(
-        l.proclaim(vec![b'w'; biggest_proclaim + 1]).await,
-        invalid,
+    refused_unsent(
+        &counting,
+        l.proclaim(vec![b'w'; biggest_proclaim + 1]),
         "proclaim one byte over",
-    )?;
+    )
+    .await?;
     ensure_eq!(
         e.leader().await?.value.len(),
         biggest_proclaim,
@@ -803,10 +808,32 @@ async fn proposal_size_limit(ctx: &Ctx) -> Outcome {
     Ok(())
 }
 
+/// Checks that `call` fails with [`Error::InvalidArgument`] having sent nothing to the store.
+async fn refused_unsent<T: std::fmt::Debug>(
+    counting: &crate::counting::Counting<crate::DynBackend>,
+    call: impl std::future::Future<Output = Result<T>>,
+    what: &str,
+) -> Outcome {
+    let before = counting.counts();
+    let result = call.await;
+    let sent = counting.counts().since(&before);
+    expect_err(result, |e| matches!(e, Error::InvalidArgument { .. }), what)?;
+    ensure!(
+        sent.kv_calls() == 0,
+        "store calls made by a refused {what}: {sent}"
+    );
+    Ok(())
+}
+
 /// The largest length in `0..=limit` that `call` accepts, by bisection: a length it refuses
-/// must be [`Error::InvalidArgument`] (refused before anything is sent, so the search costs only
-/// the accepted calls); any other error means the library accepted what the store refused.
-async fn largest_accepted<F, Fut>(limit: usize, mut call: F) -> Outcome<usize>
+/// must be [`Error::InvalidArgument`] with nothing sent to the store (checked on `counting`,
+/// the backend of the session `call` uses), so the search costs only the accepted calls; any
+/// other error means the library accepted what the store refused.
+async fn largest_accepted<F, Fut>(
+    limit: usize,
+    counting: &crate::counting::Counting<crate::DynBackend>,
+    mut call: F,
+) -> Outcome<usize>
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -814,9 +841,17 @@ where
     let (mut ok, mut refused) = (0usize, limit + 1);
     while refused - ok > 1 {
         let mid = ok + (refused - ok) / 2;
+        let before = counting.counts();
         match call(mid).await {
             Ok(()) => ok = mid,
-            Err(Error::InvalidArgument { .. }) => refused = mid,
+            Err(Error::InvalidArgument { .. }) => {
+                let sent = counting.counts().since(&before);
+                ensure!(
+                    sent.kv_calls() == 0,
+                    "store calls made by a refused {mid}-byte value: {sent}"
+                );
+                refused = mid
+            }
             Err(err) => {
                 return Err(Failure::new(format!(
                     "a {mid}-byte value the library accepted failed at the store: {err} ({err:?})"
