@@ -7,6 +7,7 @@
 //!
 //! # async fn demo() -> coord_core::Result<()> {
 //! // Or `PostgresConfig::from_env()?` (POSTGRES_URL, COORD_POSTGRES_SCHEMA).
+//! // With every default (schema `coord`): `coord_postgres::connect(url).await?`.
 //! let store = PostgresBackend::builder("postgres://app:secret@127.0.0.1/app")
 //!     .with_schema("coord")
 //!     .connect()
@@ -163,3 +164,18 @@ mod watch;
 
 pub use backend::PostgresBackend;
 pub use config::PostgresConfig;
+
+/// Connects to the database at `url` with the default settings (schema `coord`, a pool of 16
+/// connections, …): `PostgresConfig::new(url).connect().await`. Use [`PostgresConfig`] for
+/// anything else (schema, pool size, timeouts, retention, CA).
+///
+/// ```no_run
+/// # async fn demo() -> coord_core::Result<()> {
+/// let store = coord_postgres::connect("postgres://app:secret@127.0.0.1/app").await?;
+/// # Ok(()) }
+/// ```
+///
+/// Errors as [`PostgresConfig::connect`].
+pub async fn connect(url: &str) -> coord_core::Result<PostgresBackend> {
+    PostgresConfig::new(url).connect().await
+}

@@ -350,6 +350,82 @@ async fn watch_replay_live_and_compacted() {
     common::drop_schema_now(&schema).await;
 }
 
+/// The automatic compaction (retention 20 revisions, a reaper pass every 20 ms; no `compact()`
+/// call): once the compactor has run, a watch from before the retained history ends with
+/// Compacted, and one from inside it replays every event from its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_below_the_automatic_retention_is_compacted() {
+    let Some(url) = common::url() else {
+        return;
+    };
+    // A schema of its own, as in watch_replay_live_and_compacted.
+    let schema = format!("coord_test_{:016x}", common::random());
+    let store = common::config(&url)
+        .with_schema(schema.clone())
+        .with_history_retention(20)
+        .with_reap_interval(Duration::from_millis(20))
+        .connect()
+        .await
+        .unwrap();
+    let p = prefix("autocompact");
+    let mut revs = Vec::new();
+    for i in 0..60 {
+        let r = store
+            .put(PutRequest::new(format!("{p}k"), format!("{i}")))
+            .await
+            .unwrap()
+            .header_revision;
+        revs.push(r);
+    }
+    // Wait for the compactor: the history kept is the retention (and less than a step more).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let compacted = loop {
+        let rows = common::psql(&format!("SELECT compact_revision FROM \"{schema}\".meta")).await;
+        let compacted: i64 = rows[0].get(0);
+        if compacted >= revs[59] - 25 {
+            break compacted;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted within 10 s: compact revision {compacted}, current {}",
+            revs[59]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Compacted from `watch` itself or as the stream's first item: the contract allows both.
+    let error = match store
+        .watch(WatchRequest::new(KeyRange::prefix(p.clone())).with_start_revision(revs[0]))
+        .await
+    {
+        Err(e) => e,
+        Ok(mut watch) => match tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
+            Ok(Some(Err(e))) => e,
+            other => panic!("a watch from a compacted revision: {other:?}"),
+        },
+    };
+    match error {
+        Error::Compacted { compact_revision } => assert!(
+            compact_revision >= compacted && compact_revision > revs[0],
+            "compact revision {compact_revision}, compacted to {compacted}"
+        ),
+        e => panic!("wrong error: {e}"),
+    }
+    // From inside the retained history: its events, in order.
+    let mut kept = store
+        .watch(WatchRequest::new(KeyRange::prefix(p.clone())).with_start_revision(revs[55]))
+        .await
+        .unwrap();
+    for (i, r) in revs.iter().enumerate().skip(55) {
+        let e = next_event(&mut kept, Duration::from_secs(5)).await;
+        assert_eq!(
+            (e.revision(), e.kv.value.clone()),
+            (*r, format!("{i}").into_bytes())
+        );
+    }
+    drop((kept, store));
+    common::drop_schema_now(&schema).await;
+}
+
 /// Every connection of a backend killed (`pg_terminate_backend`), pooled and listening: calls
 /// fail retryably or are retried, the watch resumes with no lost event, the session survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use coord_core::{Backend, Error, KeyRange, Mutex, PutRequest, Session, WatchRequest};
+use coord_core::{
+    Backend, Error, KeyRange, Mutex, PutRequest, RangeRequest, Session, WatchRequest,
+};
 use coord_postgres::PostgresConfig;
 use futures::StreamExt;
 
@@ -88,6 +90,29 @@ async fn tls_when_the_url_asks() {
         config("sslmode=verify-full").connect().await,
         Err(Error::InvalidArgument { .. })
     ));
+}
+
+/// `coord_postgres::connect(url)`: a backend with the defaults (schema `coord`, the default
+/// pool) that works. On a server of its own, so that the default schema it creates is nobody
+/// else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_defaults() {
+    let Some(server) = common::OwnServer::start(None).await else {
+        return;
+    };
+    let store = coord_postgres::connect(&server.url()).await.unwrap();
+    assert_eq!(store.config().schema(), PostgresConfig::DEFAULT_SCHEMA);
+    assert_eq!(
+        store.config().pool_size(),
+        PostgresConfig::new("").pool_size()
+    );
+    let put = store.put(PutRequest::new("connect/k", "v")).await.unwrap();
+    let got = store.range(RangeRequest::key("connect/k")).await.unwrap();
+    assert_eq!(got.kvs.len(), 1);
+    assert_eq!(
+        (got.kvs[0].value.as_slice(), got.kvs[0].mod_revision),
+        (&b"v"[..], put.header_revision)
+    );
 }
 
 /// Fencing tokens keep rising across `pg_ctl restart -m fast` (the revision is durable); the

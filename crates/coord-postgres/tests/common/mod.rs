@@ -29,11 +29,14 @@ pub fn url() -> Option<String> {
             }
         }
         // Started from a thread of its own: url() is called from inside tests' runtimes.
-        std::thread::spawn(|| {
+        // `None` from the thread: no binaries, not CI (start_or_skip printed a notice). A
+        // panic (a server that did not start, or no binaries under CI): fails the test under
+        // CI, else is a skip.
+        let started = std::thread::spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .ok()?;
+                .expect("a runtime to start PostgreSQL");
             let server = rt.block_on(pg_harness::PgServer::start_or_skip())?;
             let url = server.url();
             *SERVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
@@ -43,9 +46,15 @@ pub fn url() -> Option<String> {
             }
             Some(url)
         })
-        .join()
-        .ok()
-        .flatten()
+        .join();
+        match started {
+            Ok(url) => url,
+            Err(panic) if pg_harness::is_ci() => std::panic::resume_unwind(panic),
+            Err(_) => {
+                eprintln!("NOTICE: could not start PostgreSQL (see above); skipping this test");
+                None
+            }
+        }
     })
     .clone()
 }
