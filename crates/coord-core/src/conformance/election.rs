@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::mutex::{three, two};
 use super::support::{
     ensure, ensure_eq, eventually, expect_err, join, next_item, scenario, still_waiting, text,
-    within, Ctx, Failure, Outcome, PROMPT,
+    within, Ctx, Failure, Outcome, PROMPT, SETTLE,
 };
 use crate::election::{Election, Leadership};
 use crate::error::{Error, Result};
@@ -127,6 +127,96 @@ async fn observe_leaders(ctx: &Ctx) -> Outcome {
     );
     l3.resign().await?;
     expect_observed(&mut obs, None, &mut rev, "no leader at the end").await?;
+    Ok(())
+}
+
+scenario!(
+    /// `Leadership::lost()` reports an operator's delete of the leader's key
+    /// ([`Error::NotHeld`]), whether the leadership was won at once or after waiting; after
+    /// its setup (a watch and a read at most, none for a leader that waited) it costs no call,
+    /// so it can sit in a `select!` loop; another candidate is then elected.
+    election_lost_on_key_delete,
+    Shared,
+    election_lost_on_key_delete_run
+);
+
+async fn election_lost_on_key_delete_run(ctx: &Ctx) -> Outcome {
+    let counting = crate::counting::Counting::new(ctx.store.clone());
+    let s = Session::new(counting.clone(), super::support::SESSION_TTL).await?;
+    ctx.track_session(&s);
+    let other = ctx.session().await?;
+    let deleted = |e: &Error| matches!(e, Error::NotHeld { .. });
+
+    // Elected at once: nothing watched until lost() is first awaited.
+    let l = Election::new(&s, "e")?.campaign("first").await?;
+    let before = counting.counts();
+    ensure!(
+        tokio::time::timeout(SETTLE, l.lost()).await.is_err(),
+        "lost() resolved while leading"
+    );
+    let set_up = counting.counts().since(&before);
+    ensure!(
+        set_up.calls() <= 2,
+        "setting lost() up costs at most a watch and a read: {set_up}"
+    );
+    let before = counting.counts();
+    for _ in 0..100 {
+        ensure!(
+            futures::FutureExt::now_or_never(l.lost()).is_none(),
+            "lost() resolved while leading"
+        );
+    }
+    ensure_eq!(
+        counting.counts().since(&before).calls(),
+        0,
+        "backend calls of 100 more lost() calls"
+    );
+    ctx.store
+        .delete(DeleteRequest::key(l.key().to_vec()))
+        .await?;
+    let e = within(PROMPT, "lost() after the key was deleted", l.lost()).await?;
+    ensure!(
+        deleted(&e),
+        "lost() after an operator deleted the key: {e:?}"
+    );
+    let next = within(
+        PROMPT,
+        "another candidate's campaign after the delete",
+        Election::new(&other, "e")?.campaign("second"),
+    )
+    .await??;
+    expect_err(
+        l.resign().await,
+        |e| matches!(e, Error::NotHeld { .. } | Error::NotLeader),
+        "resign() of a deleted leadership",
+    )?;
+
+    // Elected after waiting: the wait's watch keeps reporting, no setup call at all.
+    let waiting = spawn_campaign(&Election::new(&s, "e")?, "third");
+    ctx.wait_keys(b"e/", 2).await?;
+    next.resign().await?;
+    let l = elected(
+        join("the waiting candidate", waiting).await?,
+        "waiting candidate",
+    )?;
+    let before = counting.counts();
+    for _ in 0..100 {
+        ensure!(
+            futures::FutureExt::now_or_never(l.lost()).is_none(),
+            "lost() of a leader that waited resolved while it led"
+        );
+    }
+    ensure_eq!(
+        counting.counts().since(&before).calls(),
+        0,
+        "backend calls of 100 lost() calls by a leader that waited"
+    );
+    ctx.store
+        .delete(DeleteRequest::key(l.key().to_vec()))
+        .await?;
+    let e = within(PROMPT, "lost() of the leader that waited", l.lost()).await?;
+    ensure!(deleted(&e), "lost() of the leader that waited: {e:?}");
+    drop(l);
     Ok(())
 }
 

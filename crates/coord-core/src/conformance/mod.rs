@@ -70,10 +70,11 @@ pub use barriers::{
 };
 pub use counter::{counter_compare_and_set, counter_concurrent_adds};
 pub use election::{
-    election_cancelled_campaign, election_failover_on_close, election_name_prefix_of_key,
-    election_not_leader_after_loss, election_observe_after_compaction, election_observe_leaders,
-    election_observe_one_revision, election_proclaim_observed, election_proposal_size_limit,
-    election_recampaign_proclaims, election_resume, election_tokens_rise,
+    election_cancelled_campaign, election_failover_on_close, election_lost_on_key_delete,
+    election_name_prefix_of_key, election_not_leader_after_loss, election_observe_after_compaction,
+    election_observe_leaders, election_observe_one_revision, election_proclaim_observed,
+    election_proposal_size_limit, election_recampaign_proclaims, election_resume,
+    election_tokens_rise,
 };
 pub use lease::{storage_lease_expiry, storage_lease_lifecycle, storage_lease_unknown};
 pub use mutex::{
@@ -192,6 +193,7 @@ macro_rules! __coord_conformance_scenarios {
             election_cancelled_campaign,
             election_observe_one_revision,
             election_proposal_size_limit,
+            election_lost_on_key_delete,
             counter_concurrent_adds,
             counter_compare_and_set,
             stm_transfers_keep_sum,
