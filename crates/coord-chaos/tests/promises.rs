@@ -241,3 +241,46 @@ async fn watches_close_once_names_go_idle() {
     worker.close().await.unwrap();
     holder.close().await.unwrap();
 }
+
+/// A session made on one tokio runtime and used on another ends (`lost()` fires, `is_lost()`)
+/// when the first runtime shuts down and its keep-alive can no longer run, instead of looking
+/// alive while its lease runs out; the backend's connection, made on the first runtime too,
+/// is made again on the second.
+#[test]
+fn session_ends_when_its_runtime_shuts_down_on_etcd() {
+    let other = tokio::runtime::Runtime::new().unwrap();
+    let Some(etcd) = other.block_on(EtcdServer::start_or_skip()) else {
+        return;
+    };
+    let endpoints = etcd.endpoints();
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let backend = first
+        .block_on(connect(&endpoints, Duration::from_secs(2)))
+        .unwrap();
+    let s = first.block_on(Session::new(backend.clone(), 10)).unwrap();
+    let name = format!("{}job", unique_prefix("runtime"));
+    let guard = other
+        .block_on(Mutex::new(&s, &name).unwrap().lock())
+        .unwrap();
+    assert!(!s.is_lost());
+    drop(first);
+    other.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), s.lost())
+            .await
+            .expect("lost() fires once the session's runtime is gone");
+        assert!(s.is_lost());
+        let e = tokio::time::timeout(Duration::from_secs(5), guard.lost())
+            .await
+            .unwrap();
+        assert!(matches!(e, Error::SessionExpired { .. }), "{e:?}");
+        // The lease outlives the session's end by its TTL; nothing is left once it is revoked,
+        // over a connection the backend makes again on this runtime.
+        coord_core::Backend::lease_revoke(&backend, s.lease())
+            .await
+            .unwrap();
+        assert!(keys_under(&backend, name.as_bytes())
+            .await
+            .unwrap()
+            .is_empty());
+    });
+}

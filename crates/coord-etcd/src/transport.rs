@@ -135,6 +135,15 @@ impl Drop for ClearAttempt {
     }
 }
 
+/// Sets a connection's `closed` flag when dropped.
+struct MarkClosed(Arc<AtomicBool>);
+
+impl Drop for MarkClosed {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// A live (or just failed) HTTP/2 connection.
 #[derive(Clone)]
 struct Conn {
@@ -431,7 +440,11 @@ impl Shared {
             closed: Arc::new(AtomicBool::new(false)),
             open_streams: Arc::new(AtomicUsize::new(0)),
         };
-        let (closed, open_streams) = (conn.closed.clone(), conn.open_streams.clone());
+        // Marked closed however the task ends: also when its runtime shuts down and drops it,
+        // so that the next request (on another runtime) connects again instead of sending into
+        // a connection nobody drives.
+        let closed = MarkClosed(conn.closed.clone());
+        let open_streams = conn.open_streams.clone();
         let keep_alive = self.keep_alive;
         let mut pings = connection
             .ping_pong()
@@ -463,7 +476,7 @@ impl Shared {
                     }
                 } => Err(e),
             };
-            closed.store(true, Ordering::Release);
+            drop(closed);
             // Ended before the PING was answered (a TLS alert, a reset): that is the connect's
             // error, with its reason.
             if let Some(tx) = answered_tx.take() {
