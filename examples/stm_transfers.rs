@@ -200,3 +200,24 @@ async fn run(args: Args) -> coord::Result<usize> {
     }
     Ok(violations)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_on_coord_mem_without_violations() {
+        let args = Args {
+            workers: 8,
+            accounts: 10,
+            transfers: 30,
+            isolation: "snapshot".into(),
+            store: store::StoreArgs {
+                endpoints: Vec::new(),
+                postgres: None,
+            },
+            prefix: "coord-test-stm".into(),
+        };
+        assert_eq!(run(args).await.unwrap(), 0, "violations");
+    }
+}

@@ -9,8 +9,10 @@
 //! and the error is returned at once.
 //!
 //! ```
-//! use coord_core::stm::{self, Isolation};
-//! use coord_core::{DynBackend, Error, Result};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> coord::Result<()> {
+//! use coord::stm::{self, Isolation};
+//! use coord::{mem::MemStore, Backend, DynBackend, Error, PutRequest, Result};
 //!
 //! /// Moves 10 from `a` to `b`, or fails with "insufficient funds" writing nothing.
 //! async fn transfer(store: &DynBackend) -> Result<()> {
@@ -31,6 +33,15 @@
 //! fn balance(value: Option<Vec<u8>>) -> i64 {
 //!     value.and_then(|v| String::from_utf8(v).ok()?.parse().ok()).unwrap_or(0)
 //! }
+//!
+//! let store: DynBackend = std::sync::Arc::new(MemStore::new());
+//! store.put(PutRequest::new("acct/a", "15")).await?;
+//! transfer(&store).await?; // a: 5, b: 10
+//! assert!(matches!(transfer(&store).await, Err(Error::InvalidArgument { .. })));
+//! let a = store.range(coord::RangeRequest::key("acct/a")).await?;
+//! assert_eq!(a.kvs[0].value, b"5"); // the refused transfer wrote nothing
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Isolation levels (Go's)
