@@ -11,7 +11,9 @@
 //!
 //! The claim runs in a task of its own. If the consumer's future is dropped while the claim is
 //! in flight, the element it took is written back (same key, same value) instead of being lost;
-//! on a FIFO queue it is then behind the elements enqueued meanwhile.
+//! on a FIFO queue it is then behind the elements enqueued meanwhile. If a producer took the
+//! key meanwhile (a priority queue's producer reuses the sequence number of a priority emptied
+//! by the claim), the element is enqueued again instead.
 
 use std::time::Duration;
 
@@ -21,8 +23,10 @@ use tokio::sync::oneshot;
 use crate::backend::DynBackend;
 use crate::barrier::{rewatch, REWATCH_PAUSE};
 use crate::error::{Error, Result};
-use crate::kv::{DeleteRequest, KeyRange, KeyValue, RangeRequest, Revision};
+use crate::fifo_queue::enqueue_unique;
+use crate::kv::{DeleteRequest, KeyRange, KeyValue, PutRequest, RangeRequest, Revision};
 use crate::kv::{SortOrder, SortTarget};
+use crate::priority_queue::bookkeeping_key;
 use crate::recipe_keys::create_txn;
 use crate::txn::{Compare, CompareOp, Txn, TxnOp};
 use crate::watch::{WatchRequest, WatchStream};
@@ -144,11 +148,11 @@ impl Elements {
                 DeleteRequest::key(kv.key.clone()).with_prev_kv(),
             )]);
         let (sender, receiver) = oneshot::channel();
-        let backend = self.backend.clone();
+        let elements = self.clone();
         let key = kv.key;
         let task_key = key.clone();
         tokio::spawn(async move {
-            let taken = backend.txn(txn).await.map(|resp| {
+            let taken = elements.backend.txn(txn).await.map(|resp| {
                 let deleted = resp.responses.into_iter().next();
                 match deleted {
                     Some(crate::txn::TxnOpResponse::Delete(d)) if resp.succeeded => {
@@ -159,12 +163,12 @@ impl Elements {
             });
             if let Err(Ok(Some(value))) = sender.send(taken) {
                 // The consumer gave up before the claim answered.
-                put_back(backend, task_key, value).await;
+                put_back(elements, task_key, value).await;
             }
         });
         let mut claim = Claim {
             receiver,
-            backend: self.backend.clone(),
+            elements: self.clone(),
             key,
         };
         match (&mut claim.receiver).await {
@@ -180,7 +184,7 @@ impl Elements {
 /// future was dropped just as the claim answered), it writes a taken element back.
 struct Claim {
     receiver: oneshot::Receiver<Result<Option<Vec<u8>>>>,
-    backend: DynBackend,
+    elements: Elements,
     key: Vec<u8>,
 }
 
@@ -189,10 +193,10 @@ impl Drop for Claim {
         // After this, the task's send fails (and the task writes back) unless it was done.
         self.receiver.close();
         if let Ok(Ok(Some(value))) = self.receiver.try_recv() {
-            let backend = self.backend.clone();
+            let elements = self.elements.clone();
             let key = std::mem::take(&mut self.key);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(put_back(backend, key, value));
+                runtime.spawn(put_back(elements, key, value));
             } else {
                 tracing::error!(
                     key = %String::from_utf8_lossy(&key),
@@ -203,21 +207,30 @@ impl Drop for Claim {
     }
 }
 
-/// Writes a taken element back under its key (only if the key is free), retrying while the
-/// store is unreachable.
-async fn put_back(backend: DynBackend, key: Vec<u8>, value: Vec<u8>) {
+/// Writes a taken element back, retrying while the store is unreachable: under its own key
+/// if that is free, else (a producer took the key meanwhile) enqueued anew, behind the
+/// elements of its place.
+///
+/// On a priority queue the write also updates the bookkeeping key of the element's priority,
+/// as a producer's does: a producer of that priority that read its keys while the element was
+/// out fails its guarded write and reads again, instead of overwriting the element with the
+/// same sequence number.
+async fn put_back(elements: Elements, key: Vec<u8>, value: Vec<u8>) {
     let mut backoff = Duration::from_millis(20);
+    // Whether an earlier attempt failed without an answer (it may have written).
+    let mut unanswered = false;
     loop {
-        match backend.txn(create_txn(&key, &value, 0, [])).await {
-            Ok(resp) => {
+        match write_back(&elements, &key, &value, unanswered).await {
+            Ok(at) => {
                 tracing::debug!(
                     key = %String::from_utf8_lossy(&key),
-                    written = resp.succeeded,
+                    own_key = at,
                     "element of a cancelled dequeue written back"
                 );
                 return;
             }
             Err(e) if e.is_retryable() => {
+                unanswered = true;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
@@ -231,4 +244,46 @@ async fn put_back(backend: DynBackend, key: Vec<u8>, value: Vec<u8>) {
             }
         }
     }
+}
+
+/// One attempt of [`put_back`]: `true` when the element is back under its own key, `false`
+/// when it was enqueued anew. After an `unanswered` attempt, a key holding the element's value
+/// is taken for that attempt's write (not enqueued a second time).
+async fn write_back(
+    elements: &Elements,
+    key: &[u8],
+    value: &[u8],
+    unanswered: bool,
+) -> Result<bool> {
+    let priority = match elements.order {
+        Order::Created => None,
+        Order::Key => crate::priority_queue::priority_of(elements, key),
+    };
+    let bookkeeping =
+        priority.map(|p| TxnOp::Put(PutRequest::new(bookkeeping_key(elements, p), Vec::new())));
+    let own = create_txn(key, value, 0, bookkeeping)
+        .or_else([TxnOp::Range(RangeRequest::key(key.to_vec()))]);
+    let resp = elements.backend.txn(own).await?;
+    if resp.succeeded {
+        return Ok(true);
+    }
+    if unanswered
+        && resp
+            .range(0)?
+            .kvs
+            .first()
+            .is_some_and(|kv| kv.value == value)
+    {
+        return Ok(true);
+    }
+    match (elements.order, priority) {
+        (Order::Created, _) => enqueue_unique(elements, &elements.prefix, value).await?,
+        (Order::Key, Some(p)) => crate::priority_queue::enqueue(elements, value, p).await?,
+        (Order::Key, None) => {
+            return Err(Error::Backend {
+                source: "its key, not `<priority>/<number>`, was taken meanwhile".into(),
+            })
+        }
+    }
+    Ok(false)
 }

@@ -1,11 +1,16 @@
 //! Barrier and DoubleBarrier: held / released / waited for; entering and leaving together,
-//! with a participant crashing.
+//! with a participant crashing, and with many participants.
 
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::support::{
-    ensure, ensure_eq, expect_err, join, scenario, still_waiting, text, within, Ctx, Outcome,
-    PROMPT,
+    ensure, ensure_eq, eventually, expect_err, join, scenario, still_waiting, text, within, Ctx,
+    Failure, Outcome, PROMPT, SETTLE,
 };
 use crate::barrier::Barrier;
 use crate::double_barrier::{DoubleBarrier, DoubleBarrierEntry};
@@ -258,5 +263,99 @@ async fn double_barrier_crash_body(ctx: &Ctx) -> Outcome {
         |e| matches!(e, Error::NotHeld { .. }),
         "entering after the key was deleted",
     )?;
+    Ok(())
+}
+
+/// The stack of the thread [`on_small_stack`] polls on: an eighth of a Rust thread's default.
+/// A round of [`double_barrier_large_count`] needs the same stack for 5 participants as for
+/// 100 (debug build: 80-96 KiB on coord-mem, 144-160 KiB on PostgreSQL, 160-176 KiB on
+/// etcd): a recursion adding 1 KiB per participant would overflow it.
+const SMALL_STACK: usize = 256 * 1024;
+
+/// Polls `fut` to completion on a thread of its own with a [`SMALL_STACK`], within the
+/// scenario's runtime (its tasks, timers and I/O): a future whose polling went deeper with
+/// each participant (as a recursion would) overflows that stack, which aborts the process.
+fn on_small_stack<T: Send + 'static>(
+    fut: impl Future<Output = T> + Send + 'static,
+) -> impl Future<Output = Outcome<T>> {
+    let runtime = tokio::runtime::Handle::current();
+    let (sender, receiver) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("conformance-small-stack".into())
+        .stack_size(SMALL_STACK)
+        .spawn(move || {
+            let _ = sender.send(runtime.block_on(fut));
+        });
+    async move {
+        thread.map_err(|e| Failure::new(format!("spawning a thread: {e}")))?;
+        receiver
+            .await
+            .map_err(|_| Failure::new("the small-stack thread ended without an answer"))
+    }
+}
+
+scenario!(
+    /// 100 participants (100 sessions) of one double barrier, entering all at once, all get
+    /// in once the last has come (`name/ready` written once, 100 keys). Then the oldest leaves
+    /// first (it waits for all the others), and the others leave one after the other, each
+    /// once the previous one's key is gone: all get out, and nothing is left. The oldest's
+    /// leaving (and everyone's entering) is polled on a thread with a small stack
+    /// ([`SMALL_STACK`]): it loops over the 99 departures, where Go's recipe recursed once per
+    /// departure seen (its stack grew with the count). 1,000 participants on coord-mem:
+    /// `tests/double_barrier_large.rs` of the `coord` crate.
+    double_barrier_large_count,
+    Shared,
+    double_barrier_large_count_body
+);
+
+async fn double_barrier_large_count_body(ctx: &Ctx) -> Outcome {
+    const PARTICIPANTS: usize = 100;
+    /// Bounds a whole phase of the round.
+    const PHASE: Duration = Duration::from_secs(20);
+    let sessions = ctx.sessions(PARTICIPANTS).await?;
+    let barriers = sessions
+        .iter()
+        .map(|s| DoubleBarrier::new(s, "big", PARTICIPANTS))
+        .collect::<Result<Vec<_>>>()?;
+    let entering = on_small_stack(try_join_all(
+        barriers.into_iter().map(|b| async move { b.enter().await }),
+    ));
+    let mut entries = within(PHASE, "100 participants entering", entering).await???;
+    ensure_eq!(entries.len(), PARTICIPANTS, "participants in");
+    let waiters = ctx.keys(b"big/waiters/").await?;
+    ensure_eq!(waiters.len(), PARTICIPANTS, "one key per participant");
+    ensure_eq!(ctx.keys(b"big/ready").await?.len(), 1, "`big/ready`");
+
+    let oldest = entries
+        .iter()
+        .position(|e| e.key() == waiters[0].key)
+        .ok_or_else(|| Failure::new("no participant has the oldest key"))?;
+    let mut oldest = Box::pin(on_small_stack(entries.swap_remove(oldest).leave()));
+    ensure!(
+        tokio::time::timeout(SETTLE, &mut oldest).await.is_err(),
+        "the oldest participant got out while the others were in"
+    );
+    let leaving = async {
+        let mut leaving = Vec::new();
+        for (left, entry) in entries.into_iter().enumerate() {
+            leaving.push(spawn_leave(entry));
+            // Its key gone (the last one's with the oldest's right after it).
+            let left = PARTICIPANTS - 1 - left;
+            eventually(format!("{left} participant(s) in"), || async {
+                Ok(ctx.keys(b"big/waiters/").await?.len() <= left)
+            })
+            .await?;
+        }
+        Ok::<_, Failure>(leaving)
+    };
+    let leaving = within(PHASE, "99 participants leaving one by one", leaving).await??;
+    within(PROMPT, "the oldest participant leaving", oldest).await???;
+    for l in leaving {
+        join("a participant leaving", l).await??;
+    }
+    ensure!(
+        ctx.keys(b"big/").await?.is_empty(),
+        "nothing left after the round"
+    );
     Ok(())
 }

@@ -66,7 +66,7 @@ use std::pin::Pin;
 
 pub use barriers::{
     barrier_hold_wait_release, barrier_wait_after_release, double_barrier_crash,
-    double_barrier_enter_leave,
+    double_barrier_enter_leave, double_barrier_large_count,
 };
 pub use counter::{counter_compare_and_set, counter_concurrent_adds};
 pub use election::{
@@ -86,8 +86,9 @@ pub use mutex::{
     mutex_waiter_session_revoked, mutex_watches_bounded,
 };
 pub use queues::{
-    priority_queue_order, queue_cancelled_consumer, queue_fifo_single_producer,
-    queue_producers_consumers, recipes_reject_bad_input,
+    priority_queue_order, priority_queue_producers_consumers, queue_cancelled_consumer,
+    queue_consumer_crashes, queue_fifo_single_producer, queue_producers_consumers,
+    recipes_reject_bad_input,
 };
 pub use rwlock::{
     rwlock_cancelled_writer, rwlock_contention, rwlock_fifo_fairness, rwlock_reader_expires,
@@ -204,10 +205,13 @@ macro_rules! __coord_conformance_scenarios {
             barrier_wait_after_release,
             double_barrier_enter_leave,
             double_barrier_crash,
+            double_barrier_large_count,
             queue_producers_consumers,
             queue_fifo_single_producer,
             queue_cancelled_consumer,
+            queue_consumer_crashes,
             priority_queue_order,
+            priority_queue_producers_consumers,
             recipes_reject_bad_input
         }
     };
