@@ -72,6 +72,12 @@ impl Queue {
     /// connection fails while a claim is in flight, that claim may still have taken the
     /// element, as with any queue whose acknowledgement is lost).
     ///
+    /// Delivery is at most once to the process: the layout shared with Go's recipe has no
+    /// acknowledgement, so a process killed after its taking transaction committed and before
+    /// the element reached the caller loses that element (cancellation within a process never
+    /// does: see below). Pass work that must survive a consumer's crash on through something
+    /// the consumer acknowledges, or make its processing idempotent and re-enqueue on failure.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future never loses an element. While it waits it holds
