@@ -9,8 +9,8 @@ use tokio::task::JoinHandle;
 
 use super::mutex::{three, two};
 use super::support::{
-    ensure, ensure_eq, eventually, expect_err, join, next_item, scenario, still_waiting, text,
-    within, Ctx, Failure, Outcome, PROMPT, SETTLE,
+    ensure, ensure_eq, eventually, expect_err, join, lost_is_pending_and_cheap, next_item,
+    scenario, still_waiting, text, within, Ctx, Failure, Outcome, PROMPT,
 };
 use crate::election::{Election, Leadership};
 use crate::error::{Error, Result};
@@ -149,28 +149,7 @@ async fn election_lost_on_key_delete_run(ctx: &Ctx) -> Outcome {
 
     // Elected at once: nothing watched until lost() is first awaited.
     let l = Election::new(&s, "e")?.campaign("first").await?;
-    let before = counting.counts();
-    ensure!(
-        tokio::time::timeout(SETTLE, l.lost()).await.is_err(),
-        "lost() resolved while leading"
-    );
-    let set_up = counting.counts().since(&before);
-    ensure!(
-        set_up.calls() <= 2,
-        "setting lost() up costs at most a watch and a read: {set_up}"
-    );
-    let before = counting.counts();
-    for _ in 0..100 {
-        ensure!(
-            futures::FutureExt::now_or_never(l.lost()).is_none(),
-            "lost() resolved while leading"
-        );
-    }
-    ensure_eq!(
-        counting.counts().since(&before).calls(),
-        0,
-        "backend calls of 100 more lost() calls"
-    );
+    lost_is_pending_and_cheap(&counting, || l.lost(), true).await?;
     ctx.store
         .delete(DeleteRequest::key(l.key().to_vec()))
         .await?;
@@ -199,18 +178,7 @@ async fn election_lost_on_key_delete_run(ctx: &Ctx) -> Outcome {
         join("the waiting candidate", waiting).await?,
         "waiting candidate",
     )?;
-    let before = counting.counts();
-    for _ in 0..100 {
-        ensure!(
-            futures::FutureExt::now_or_never(l.lost()).is_none(),
-            "lost() of a leader that waited resolved while it led"
-        );
-    }
-    ensure_eq!(
-        counting.counts().since(&before).calls(),
-        0,
-        "backend calls of 100 lost() calls by a leader that waited"
-    );
+    lost_is_pending_and_cheap(&counting, || l.lost(), false).await?;
     ctx.store
         .delete(DeleteRequest::key(l.key().to_vec()))
         .await?;

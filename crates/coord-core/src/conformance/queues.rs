@@ -87,18 +87,8 @@ async fn queue_producers_consumers_body(ctx: &Ctx) -> Outcome {
     for c in consumers {
         let got = join("a consumer", c).await??;
         // Per producer, in the order it enqueued.
-        let mut last: HashMap<&str, usize> = HashMap::new();
+        in_order_per_source(&got)?;
         for element in &got {
-            let (p, i) = element
-                .split_once(':')
-                .ok_or_else(|| Failure::new(format!("unknown element {element:?}")))?;
-            let i: usize = i.parse().map_err(|_| Failure::new("element number"))?;
-            if let Some(before) = last.insert(p, i) {
-                ensure!(
-                    before < i,
-                    "a consumer got producer {p}'s element {i} after its element {before}"
-                );
-            }
             *seen.entry(element.clone()).or_default() += 1;
         }
     }
@@ -699,19 +689,7 @@ async fn priority_queue_producers_consumers_body(ctx: &Ctx) -> Outcome {
     for c in consumers {
         let got = join("a consumer", c).await??;
         // Per producer and priority, in the order it enqueued.
-        let mut last: HashMap<&str, usize> = HashMap::new();
-        for element in &got {
-            let (from, i) = element
-                .rsplit_once(':')
-                .ok_or_else(|| Failure::new(format!("unknown element {element:?}")))?;
-            let i: usize = i.parse().map_err(|_| Failure::new("element number"))?;
-            if let Some(before) = last.insert(from, i) {
-                ensure!(
-                    before < i,
-                    "a consumer got {from}'s element {i} after its element {before}"
-                );
-            }
-        }
+        in_order_per_source(&got)?;
         all.extend(got);
     }
     exactly_once(&expected, &all, "")?;
@@ -799,5 +777,24 @@ async fn recipes_reject_bad_input_body(ctx: &Ctx) -> Outcome {
         "a priority element over the limit",
     )?;
     ensure!(ctx.keys(b"").await?.is_empty(), "nothing written");
+    Ok(())
+}
+
+/// Checks that one consumer got the elements of each source (`source:number`, the number after
+/// the last `:`) in the order they were enqueued.
+fn in_order_per_source(got: &[String]) -> Outcome {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for element in got {
+        let (from, i) = element
+            .rsplit_once(':')
+            .ok_or_else(|| Failure::new(format!("unknown element {element:?}")))?;
+        let i: usize = i.parse().map_err(|_| Failure::new("element number"))?;
+        if let Some(before) = last.insert(from, i) {
+            ensure!(
+                before < i,
+                "a consumer got {from}'s element {i} after its element {before}"
+            );
+        }
+    }
     Ok(())
 }

@@ -535,3 +535,43 @@ pub(crate) fn declares(
 }
 
 pub(crate) use scenario;
+
+/// Checks that a holder's `lost()` (called through `lost`) stays pending while it holds and is
+/// cheap enough for a `select!` loop: with `set_up`, its first call (a holder taken at once)
+/// makes at most a watch and a read; then 100 more calls make no call at all. `counting`
+/// counts the calls of the holder's session.
+pub(crate) async fn lost_is_pending_and_cheap<F, Fut>(
+    counting: &crate::counting::Counting<DynBackend>,
+    lost: F,
+    set_up: bool,
+) -> Outcome
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Error>,
+{
+    if set_up {
+        let before = counting.counts();
+        ensure!(
+            tokio::time::timeout(SETTLE, lost()).await.is_err(),
+            "lost() resolved while held"
+        );
+        let calls = counting.counts().since(&before);
+        ensure!(
+            calls.calls() <= 2,
+            "setting lost() up costs at most a watch and a read: {calls}"
+        );
+    }
+    let before = counting.counts();
+    for _ in 0..100 {
+        ensure!(
+            futures::FutureExt::now_or_never(lost()).is_none(),
+            "lost() resolved while held"
+        );
+    }
+    ensure_eq!(
+        counting.counts().since(&before).calls(),
+        0,
+        "backend calls of 100 more lost() calls"
+    );
+    Ok(())
+}
