@@ -300,7 +300,7 @@ scenario!(
     /// first (it waits for all the others), and the others leave one after the other, each
     /// once the previous one's key is gone: all get out, and nothing is left. The oldest's
     /// leaving (and everyone's entering) is polled on a thread with a small stack
-    /// ([`SMALL_STACK`]): it loops over the 99 departures, where Go's recipe recursed once per
+    /// (`SMALL_STACK`): it loops over the 99 departures, where Go's recipe recursed once per
     /// departure seen (its stack grew with the count). 1,000 participants on coord-mem:
     /// `tests/double_barrier_large.rs` of the `coord` crate.
     double_barrier_large_count,
