@@ -99,18 +99,11 @@ async fn run(args: Args) -> coord::Result<usize> {
 mod tests {
     use super::*;
 
-    fn no_store() -> store::StoreArgs {
-        store::StoreArgs {
-            endpoints: Vec::new(),
-            postgres: None,
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_on_coord_mem_without_violations() {
         let args = Args {
             workers: 8,
-            store: no_store(),
+            store: store::mem(),
             prefix: "coord-test-barrier".into(),
         };
         assert_eq!(run(args).await.unwrap(), 0, "violations");

@@ -444,22 +444,11 @@ mod tests {
         }
     }
 
-    /// Without the server's variable the store is skipped, except under `CI=true`.
-    fn missing(what: &str) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{what} missing and CI=true"
-        );
-        eprintln!("NOTICE: no {what}; skipped");
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_on_coord_mem_without_violations() {
-        let store = store::StoreArgs {
-            endpoints: Vec::new(),
-            postgres: None,
-        };
-        let violations = run(small(store, "coord-test-cluster")).await.unwrap();
+        let violations = run(small(store::mem(), "coord-test-cluster"))
+            .await
+            .unwrap();
         assert_eq!(violations, 0, "violations");
     }
 
@@ -467,16 +456,9 @@ mod tests {
     /// the etcd of the README's test command (`ETCD_ENDPOINTS`).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_on_etcd_without_violations() {
-        match std::env::var("ETCD_ENDPOINTS") {
-            Ok(endpoints) if cfg!(feature = "etcd") => {
-                let store = store::StoreArgs {
-                    endpoints: endpoints.split(',').map(str::to_owned).collect(),
-                    postgres: None,
-                };
-                let prefix = format!("coord-test-cluster-{}", std::process::id());
-                assert_eq!(run(small(store, &prefix)).await.unwrap(), 0, "violations");
-            }
-            _ => missing("etcd (ETCD_ENDPOINTS and --features etcd)"),
+        if let Some(store) = store::etcd_from_env() {
+            let prefix = format!("coord-test-cluster-{}", std::process::id());
+            assert_eq!(run(small(store, &prefix)).await.unwrap(), 0, "violations");
         }
     }
 
@@ -484,16 +466,9 @@ mod tests {
     /// on the PostgreSQL of the README's test command (`POSTGRES_URL`).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_on_postgres_without_violations() {
-        match std::env::var("POSTGRES_URL") {
-            Ok(url) if cfg!(feature = "postgres") => {
-                let store = store::StoreArgs {
-                    endpoints: Vec::new(),
-                    postgres: Some(url),
-                };
-                let prefix = format!("coord-test-cluster-{}", std::process::id());
-                assert_eq!(run(small(store, &prefix)).await.unwrap(), 0, "violations");
-            }
-            _ => missing("PostgreSQL (POSTGRES_URL and --features postgres)"),
+        if let Some(store) = store::postgres_from_env() {
+            let prefix = format!("coord-test-cluster-{}", std::process::id());
+            assert_eq!(run(small(store, &prefix)).await.unwrap(), 0, "violations");
         }
     }
 }

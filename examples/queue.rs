@@ -161,20 +161,13 @@ async fn run(args: Args) -> coord::Result<usize> {
 mod tests {
     use super::*;
 
-    fn no_store() -> store::StoreArgs {
-        store::StoreArgs {
-            endpoints: Vec::new(),
-            postgres: None,
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_on_coord_mem_without_violations() {
         let args = Args {
             producers: 4,
             consumers: 4,
             jobs: 50,
-            store: no_store(),
+            store: store::mem(),
             prefix: "coord-test-queue".into(),
         };
         assert_eq!(run(args).await.unwrap(), 0, "violations");

@@ -212,10 +212,7 @@ mod tests {
             accounts: 10,
             transfers: 30,
             isolation: "snapshot".into(),
-            store: store::StoreArgs {
-                endpoints: Vec::new(),
-                postgres: None,
-            },
+            store: store::mem(),
             prefix: "coord-test-stm".into(),
         };
         assert_eq!(run(args).await.unwrap(), 0, "violations");

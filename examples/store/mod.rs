@@ -89,3 +89,48 @@ pub fn finish(demo: &str, result: coord::Result<usize>) -> ! {
         }
     }
 }
+
+/// coord-mem's arguments: no endpoints, no URL.
+#[allow(dead_code)] // Used by the tests of some includers only.
+pub fn mem() -> StoreArgs {
+    StoreArgs {
+        endpoints: Vec::new(),
+        postgres: None,
+    }
+}
+
+/// For a test: the etcd of the README's test command (`ETCD_ENDPOINTS`), or `None` (skipped,
+/// with a notice) without it or without the `etcd` feature; under `CI=true` that fails instead.
+#[allow(dead_code)] // Used by the tests of some includers only.
+pub fn etcd_from_env() -> Option<StoreArgs> {
+    match std::env::var("ETCD_ENDPOINTS") {
+        Ok(endpoints) if cfg!(feature = "etcd") => Some(StoreArgs {
+            endpoints: endpoints.split(',').map(str::to_owned).collect(),
+            postgres: None,
+        }),
+        _ => missing("etcd (ETCD_ENDPOINTS and --features etcd)"),
+    }
+}
+
+/// For a test: the PostgreSQL of the README's test command (`POSTGRES_URL`), as
+/// [`etcd_from_env`] does for etcd.
+#[allow(dead_code)] // Used by the tests of some includers only.
+pub fn postgres_from_env() -> Option<StoreArgs> {
+    match std::env::var("POSTGRES_URL") {
+        Ok(url) if cfg!(feature = "postgres") => Some(StoreArgs {
+            endpoints: Vec::new(),
+            postgres: Some(url),
+        }),
+        _ => missing("PostgreSQL (POSTGRES_URL and --features postgres)"),
+    }
+}
+
+/// A store a test cannot run on: a failure under `CI=true`, else a notice and `None`.
+fn missing(what: &str) -> Option<StoreArgs> {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} missing and CI=true"
+    );
+    eprintln!("NOTICE: no {what}; skipping that store");
+    None
+}
