@@ -95,6 +95,21 @@ impl KeyRange {
             KeyRange::FromKey(_) => None,
         }
     }
+
+    /// The bytes of key and range end that an etcd request for this range carries, counted
+    /// as a backend counts them against [`BackendLimits::max_request_bytes`]: a single key has
+    /// no range end; a prefix's or an open range's end is taken at its longest (the key and
+    /// one byte). At most the share [`Txn::size_bound`] counts for it.
+    ///
+    /// [`BackendLimits::max_request_bytes`]: crate::BackendLimits::max_request_bytes
+    /// [`Txn::size_bound`]: crate::Txn::size_bound
+    pub fn request_bytes(&self) -> usize {
+        match self {
+            KeyRange::Key(k) => k.len(),
+            KeyRange::Prefix(k) | KeyRange::FromKey(k) => 2 * k.len() + 1,
+            KeyRange::Range { start, end } => start.len() + end.len(),
+        }
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix` (etcd's

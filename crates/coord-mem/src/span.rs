@@ -84,15 +84,6 @@ pub(crate) fn check_put(req: &PutRequest, limits: &BackendLimits) -> Result<()> 
     too_large(req.key.len() + req.value.len(), limits)
 }
 
-/// A range's bytes as etcd encodes them: a single key has no range end.
-fn range_size(range: &KeyRange) -> usize {
-    match range {
-        KeyRange::Key(k) => k.len(),
-        KeyRange::Prefix(k) | KeyRange::FromKey(k) => 2 * k.len() + 1,
-        KeyRange::Range { start, end } => start.len() + end.len(),
-    }
-}
-
 /// A whole transaction, both branches, as etcd checks it before running anything: op counts,
 /// keys, sizes, and no key put twice (or put and deleted) in one branch.
 pub(crate) fn check_txn(txn: &Txn, limits: &BackendLimits, max_ops: usize) -> Result<()> {
@@ -112,7 +103,7 @@ pub(crate) fn check_txn(txn: &Txn, limits: &BackendLimits, max_ops: usize) -> Re
         size += match op {
             TxnOp::Range(r) => {
                 Span::of(&r.range)?;
-                range_size(&r.range)
+                r.range.request_bytes()
             }
             TxnOp::Put(p) => {
                 check_put(p, limits)?;
@@ -120,7 +111,7 @@ pub(crate) fn check_txn(txn: &Txn, limits: &BackendLimits, max_ops: usize) -> Re
             }
             TxnOp::Delete(d) => {
                 Span::of(&d.range)?;
-                range_size(&d.range)
+                d.range.request_bytes()
             }
         };
     }

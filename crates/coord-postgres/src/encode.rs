@@ -231,15 +231,6 @@ fn check_range(range: &KeyRange) -> Result<()> {
     Ok(())
 }
 
-/// A range's bytes as etcd encodes them: a single key has no range end.
-fn range_size(range: &KeyRange) -> usize {
-    match range {
-        KeyRange::Key(k) => k.len(),
-        KeyRange::Prefix(k) | KeyRange::FromKey(k) => 2 * k.len() + 1,
-        KeyRange::Range { start, end } => start.len() + end.len(),
-    }
-}
-
 /// The checks etcd makes before running a transaction: op counts, keys, request size, and no
 /// key put twice (or put and deleted) in one branch; plus what PostgreSQL cannot take (a
 /// negative revision, limit or lease).
@@ -266,7 +257,7 @@ pub(crate) fn check_txn(txn: &Txn, limits: &BackendLimits) -> Result<()> {
                 if r.revision < 0 {
                     return Err(Error::invalid(format!("negative revision {}", r.revision)));
                 }
-                range_size(&r.range)
+                r.range.request_bytes()
             }
             TxnOp::Put(p) => {
                 if p.key.is_empty() {
@@ -279,7 +270,7 @@ pub(crate) fn check_txn(txn: &Txn, limits: &BackendLimits) -> Result<()> {
             }
             TxnOp::Delete(d) => {
                 check_range(&d.range)?;
-                range_size(&d.range)
+                d.range.request_bytes()
             }
         };
     }
