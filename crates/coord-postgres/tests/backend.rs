@@ -525,7 +525,7 @@ async fn schema_installed_once_and_versioned() {
         err.to_string().contains("backend") && format!("{err:?}").contains("version 99"),
         "{err:?}"
     );
-    common::psql(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+    common::drop_schema_now(&schema).await;
 }
 
 /// A store installed at version 1 (NOTIFY named the revision only) is upgraded on connect:
@@ -561,7 +561,7 @@ async fn version_1_is_upgraded_on_connect() {
     let e = next_event(&mut watch, Duration::from_secs(10)).await;
     assert_eq!((e.kv.value.as_slice(), e.kv.version), (&b"w"[..], 2));
     drop((watch, store));
-    common::psql(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+    common::drop_schema_now(&schema).await;
 }
 
 /// NOTIFY carries a revision's changes when they fit, else the revision alone: the payloads

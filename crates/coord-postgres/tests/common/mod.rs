@@ -140,9 +140,27 @@ pub async fn backend_in_own_schema() -> Option<(PostgresBackend, String)> {
     Some((backend, schema))
 }
 
-/// Drops `schema` (after its backend is gone).
+/// Drops `schema` (after its backend is gone). A dropped backend's last reaper pass may still
+/// be running on the server, and `DROP SCHEMA` can deadlock with it (PostgreSQL then aborts one
+/// of the two): the drop is tried again.
 pub async fn drop_schema_now(schema: &str) {
-    psql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;
+    let url = url().expect("a PostgreSQL server");
+    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    let mut attempt = 1;
+    loop {
+        match psql_on(&url, &sql).await {
+            Ok(_) => return,
+            Err(e)
+                if attempt < 5
+                    && e.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("dropping schema {schema}: {e:?}"),
+        }
+    }
 }
 
 async fn psql_on(url: &str, sql: &str) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
