@@ -60,6 +60,10 @@ bench_pg_run() {
     if [ $(( round % 2 )) = 1 ]; then pg_ours; pg_anchor_run; else pg_anchor_run; pg_ours; fi
     measure "$round" pg-ours pg_commit_rate "$dir/pg-ours.jsonl" \
       "$ours" --postgres-url "$url" --scenario pg_commit_rate --iters "$uncontended_iters"
+    # What metrics cost on PostgreSQL (the "Cost of metrics" section, beside coord-mem and etcd).
+    rm -f "$dir/metrics-postgres.jsonl"
+    measure "$round" metrics-postgres metrics_overhead "$dir/metrics-postgres.jsonl" \
+      "$ours" --postgres-url "$url" --scenario metrics --iters "$uncontended_iters"
   done
   echo "bench.sh: PostgreSQL: $pg_cycles lock cycles for the table sizes" >&2
   measure 1 pg-ours pg_bounded "$out/rounds/1/pg-ours.jsonl" \

@@ -12,7 +12,7 @@
 #  4. runs, for BENCH_ROUNDS rounds, ours, the Go anchor and the etcd-client anchor ALTERNATELY
 #     (the order rotates each round) on that etcd, then go-latency, the mutex_contended sweep
 #     (BENCH_SWEEP: 2, 32, 64, 128 and 256 sessions; 8 is in the main runs) for ours and Go,
-#     and coord-mem's scenarios;
+#     with its floor (mutex_write_floor_wN, at 8 sessions too), and coord-mem's scenarios;
 #     each scenario runs as its own process, and the CPU time of etcd (/proc/<pid>/stat) and of
 #     the process (`times`) over it goes to cpu.tsv;
 #     then (scripts/bench-scale.sh) 1,000 idle sessions, ours and Go's, and an election with
@@ -196,6 +196,13 @@ for round in $(seq 1 "$rounds"); do
     -prefix "/go-latency/r$round"
   # Scaling with contenders (8 is measured above), ours and Go alternately: at least
   # BENCH_ITERS acquisitions in all and 10 per session (as issue 11 measured them).
+  # The floor of the sweep (issue 11): the two writes of each acquisition alone, the turn passed
+  # in-process (`mutex_write_floor_wN`); at 8 sessions too.
+  sweep_floor() {
+    measure "$round" floor "mutex_write_floor_w$w" "$dir/floor.jsonl" \
+      "$ours" --endpoints "$ep" --scenario mutex_write_floor --iters "$n" --workers "$w"
+  }
+  w=$workers n=$(( iters > 10 * workers ? iters : 10 * workers )) sweep_floor
   for w in $sweep; do
     n=$(( iters > 10 * w ? iters : 10 * w ))
     sweep_ours() {
@@ -207,7 +214,11 @@ for round in $(seq 1 "$rounds"); do
         "$go_anchor" -endpoints "$ep" -iters "$n" -workers "$w" -scenario contended \
         -prefix "/anchor-bench/r$round-w$w"
     }
-    if [ $(( (round + w) % 2 )) = 0 ]; then sweep_ours; sweep_go; else sweep_go; sweep_ours; fi
+    case $(( (round + w) % 3 )) in
+      0) sweep_ours; sweep_go; sweep_floor ;;
+      1) sweep_go; sweep_floor; sweep_ours ;;
+      *) sweep_floor; sweep_ours; sweep_go ;;
+    esac
   done
   # 1,000 idle sessions (ours and Go's) and an election with 1,000 candidates.
   bench_scale_round "$round" "$dir"

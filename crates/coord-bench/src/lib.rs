@@ -29,3 +29,4 @@ mod scale;
 pub mod scenarios;
 pub mod stats;
 pub mod timeline;
+mod write_floor;

@@ -48,7 +48,9 @@ enum RuntimeKind {
 /// mem_calls_per_release_w1000, mem_calls_per_release_w10000, mem_memory_cycles, and on
 /// --backend postgres also pg_commit_rate (the server's single-writer commit rate) and
 /// pg_bounded (table sizes over --memory-cycles lock cycles); metrics_overhead (short: metrics)
-/// times lock + unlock with a Prometheus recorder against none, alternately; and, only when
+/// times lock + unlock with a Prometheus recorder against none, alternately;
+/// mutex_write_floor (mutex_write_floor_w{W}) is the most any lock on Go's key layout can do at
+/// W sessions: only its two writes per acquisition, the turn passed in-process; and, only when
 /// named, idle_sessions (--sessions idle sessions on one connection: CPU, memory, etcd watchers
 /// and streams) and election_candidates (--sessions candidates, --observers observers, the
 /// leader crashes --crash-rounds times). The Go anchor's short names

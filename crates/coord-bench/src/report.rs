@@ -440,11 +440,32 @@ pub fn targets(r: &Results) -> Vec<Target> {
             Some(a) if a.1 <= x.1 => Some(a),
             _ => Some(x),
         });
+    // What the floor (two writes per acquisition, no watch, no read) reaches against Go at
+    // the N where it is lowest: a lock above it is impossible on this etcd.
+    let floor_go = SWEEP
+        .iter()
+        .filter_map(|&w| {
+            let (s, f) = (
+                format!("mutex_contended_w{w}"),
+                format!("mutex_write_floor_w{w}"),
+            );
+            median(&r.ratios(("floor", &f), ("go", &s), ops)).map(|m| (w, m))
+        })
+        .fold(None, |a: Option<(usize, f64)>, x| match a {
+            Some(a) if a.1 <= x.1 => Some(a),
+            _ => Some(x),
+        });
     out.push(Target {
         what: "`mutex_contended_wN`, N = 2 … 256: ours at least 2x Go at every N".into(),
-        measured: match worst_go {
-            Some((w, m)) => format!("lowest: {}x at N = {w}", num(Some(m))),
-            None => "–".into(),
+        measured: match (worst_go, floor_go) {
+            (Some((w, m)), Some((fw, f))) => format!(
+                "lowest: {}x at N = {w}; the floor (two writes per acquisition, no watch, no \
+                 read) is {}x Go at N = {fw}",
+                num(Some(m)),
+                num(Some(f))
+            ),
+            (Some((w, m)), None) => format!("lowest: {}x at N = {w}", num(Some(m))),
+            _ => "–".into(),
         },
         pass: worst_go.map(|(_, m)| m >= 2.0),
     });
@@ -864,28 +885,40 @@ pub fn render(r: &Results, plot: Option<&str>, scaling: Option<&str>, notes: &st
         md,
         "N sessions on one mutex, at least 10 acquisitions each, ours and Go alternately \
          (issue 11). \"vs ours at 8\" is ours at N / ours at 8 within a round; \"events\" are \
-         the watch events all sessions received per release (median over rounds).\n"
+         the watch events all sessions received per release (median over rounds). The \
+         \"floor\" (`coord-bench --scenario mutex_write_floor`, run beside them) is the most any \
+         lock on the key layout shared with Go can do on this etcd: N sessions, each on its own \
+         connection, make only the two writes no such lock can skip (our acquire transaction, \
+         and the delete guarded by the key's create revision) and pass the turn in-process, in \
+         revision order, once the delete has committed: no watch, no read.\n"
     );
     if let Some(plot) = scaling {
         let _ = writeln!(md, "![ops/s against sessions]({plot})\n");
     }
     let _ = writeln!(
         md,
-        "| sessions | ours ops/s | Go ops/s | ours / Go | ours vs ours at 8 | events per release (ours) | ours p50 wait ms | Go p50 wait ms | ours p99 wait ms | Go p99 wait ms |"
+        "| sessions | ours ops/s | Go ops/s | ours / Go | floor ops/s | floor / Go | ours / floor | ours vs ours at 8 | events per release (ours) | ours p50 wait ms | Go p50 wait ms | ours p99 wait ms | Go p99 wait ms |"
     );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let at8 = format!("mutex_contended_w{W}");
     for w in SWEEP {
         let s = format!("mutex_contended_w{w}");
         if r.med("ours", &s, ops).is_none() && r.med("go", &s, ops).is_none() {
             continue;
         }
+        let floor = format!("mutex_write_floor_w{w}");
         let _ = writeln!(
             md,
-            "| {w} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {w} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             num(r.med("ours", &s, ops)),
             num(r.med("go", &s, ops)),
             ratio(&r.ratios(("ours", &s), ("go", &s), ops)),
+            num(r.med("floor", &floor, ops)),
+            ratio(&r.ratios(("floor", &floor), ("go", &s), ops)),
+            ratio(&r.ratios(("ours", &s), ("floor", &floor), ops)),
             ratio(&r.ratios(("ours", &s), ("ours", &at8), ops)),
             num(r.med("ours", &s, events_per_release)),
             num(r.med("ours", &s, p50)),
@@ -1067,7 +1100,14 @@ pub fn plot_scaling(r: &Results, path: &Path) -> Result<bool, ReportError> {
     if ours.len() + go.len() < 2 {
         return Ok(false);
     }
-    let all = ours.iter().chain(go.iter());
+    let floor: Vec<(f64, f64)> = SWEEP
+        .iter()
+        .filter_map(|&w| {
+            let s = format!("mutex_write_floor_w{w}");
+            r.med("floor", &s, ops).map(|v| (w as f64, v))
+        })
+        .collect();
+    let all = ours.iter().chain(go.iter()).chain(floor.iter());
     let lo = all
         .clone()
         .map(|p| p.1)
@@ -1093,7 +1133,16 @@ pub fn plot_scaling(r: &Results, path: &Path) -> Result<bool, ReportError> {
         .x_desc("contending sessions (log scale)")
         .y_desc("acquisitions / s (log scale)")
         .draw()?;
-    for (points, color, label) in [(ours, BLUE, "coord (ours)"), (go, RED, "Go concurrency")] {
+    let floor_color = RGBColor(120, 120, 120);
+    for (points, color, label) in [
+        (ours, BLUE, "coord (ours)"),
+        (go, RED, "Go concurrency"),
+        (
+            floor,
+            floor_color,
+            "floor: two writes per acquisition, nothing else",
+        ),
+    ] {
         if points.is_empty() {
             continue;
         }

@@ -71,6 +71,7 @@ pub const SCENARIOS: &[&str] = &[
     "stm_transfers",
     "queue_throughput",
     "barrier_release",
+    "mutex_write_floor",
 ];
 
 /// Scenarios `all` leaves out (each holds a thousand sessions for many seconds): they run
@@ -109,7 +110,11 @@ pub fn canonical(name: &str) -> Option<&'static str> {
             if n.chars().all(|c| c.is_ascii_digit())
                 && matches!(
                     base,
-                    "mutex_contended" | "rwmutex_mixed" | "stm_transfers" | "barrier_release"
+                    "mutex_contended"
+                        | "mutex_write_floor"
+                        | "rwmutex_mixed"
+                        | "stm_transfers"
+                        | "barrier_release"
                 ) =>
         {
             base
@@ -250,6 +255,7 @@ impl Bench {
             "stm_transfers" => self.stm_transfers().await,
             "queue_throughput" => self.queue_throughput().await,
             "barrier_release" => self.barrier_release().await,
+            "mutex_write_floor" => self.write_floor().await,
             other => Err(format!("unknown scenario {other:?}").into()),
         }
     }
