@@ -860,7 +860,7 @@ pub fn render(r: &Results, plot: Option<&str>, scaling: Option<&str>, notes: &st
     scen.sort();
     scen.dedup();
     for s in &scen {
-        for imp in ["ours", "go"] {
+        for imp in ["ours", "go", "floor"] {
             let Some((wall, ecpu, ccpu)) = r.cpu_row(imp, s) else {
                 continue;
             };
