@@ -5,6 +5,7 @@
 //! every process it started, by pid, even when it fails (see [`Proc`]'s `Drop`).
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use coord_core::{Backend, RangeRequest};
 use coord_etcd::{EtcdBackend, EtcdConfig};
 use etcd_harness::TestEtcd;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::unistd::Pid;
 
 /// How long any single expected event may take before the test fails.
@@ -122,6 +123,16 @@ impl Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Every process starts with SIGHUP at its default, however the tests were started:
+        // under `nohup` (or a CI runner that ignores it) the child would inherit the ignore,
+        // which coordctl rightly keeps, and the SIGHUP tests would wait for nothing.
+        // SAFETY: `signal` is async-signal-safe, and nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                signal(Signal::SIGHUP, SigHandler::SigDfl)?;
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
