@@ -317,6 +317,17 @@ fn events_per_release(r: &BenchResult) -> Option<f64> {
     r.extra.get("calls")?.get("watch_events_per_op")?.as_f64()
 }
 
+/// The lowest of `ratio_at(N)` over the sweep's N, with that N (the first, on a tie).
+fn lowest_over_sweep(ratio_at: impl Fn(usize) -> Option<f64>) -> Option<(usize, f64)> {
+    SWEEP
+        .iter()
+        .filter_map(|&w| ratio_at(w).map(|m| (w, m)))
+        .fold(None, |a, x| match a {
+            Some(a) if a.1 <= x.1 => Some(a),
+            _ => Some(x),
+        })
+}
+
 /// Evaluates the targets of issue 5 (and coord-mem's of issue 2).
 pub fn targets(r: &Results) -> Vec<Target> {
     let mut out = Vec::new();
@@ -403,21 +414,10 @@ pub fn targets(r: &Results) -> Vec<Target> {
     });
     // Issue 11: scaling with contenders.
     let at8 = format!("mutex_contended_w{W}");
-    let flat: Vec<(usize, Vec<f64>)> = SWEEP
-        .iter()
-        .map(|&w| {
-            let s = format!("mutex_contended_w{w}");
-            (w, r.ratios(("ours", &s), ("ours", &at8), ops))
-        })
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
-    let worst_flat = flat
-        .iter()
-        .filter_map(|(w, v)| median(v).map(|m| (*w, m)))
-        .fold(None, |a: Option<(usize, f64)>, x| match a {
-            Some(a) if a.1 <= x.1 => Some(a),
-            _ => Some(x),
-        });
+    let worst_flat = lowest_over_sweep(|w| {
+        let s = format!("mutex_contended_w{w}");
+        median(&r.ratios(("ours", &s), ("ours", &at8), ops))
+    });
     out.push(Target {
         what: "`mutex_contended_wN`, N = 2 … 256: ours at every N at least 0.6x ours at 8".into(),
         measured: match worst_flat {
@@ -426,35 +426,19 @@ pub fn targets(r: &Results) -> Vec<Target> {
         },
         pass: worst_flat.map(|(_, m)| m >= 0.6),
     });
-    let vs_go: Vec<(usize, f64)> = SWEEP
-        .iter()
-        .filter_map(|&w| {
-            let s = format!("mutex_contended_w{w}");
-            median(&r.ratios(("ours", &s), ("go", &s), ops)).map(|m| (w, m))
-        })
-        .collect();
-    let worst_go = vs_go
-        .iter()
-        .copied()
-        .fold(None, |a: Option<(usize, f64)>, x| match a {
-            Some(a) if a.1 <= x.1 => Some(a),
-            _ => Some(x),
-        });
+    let worst_go = lowest_over_sweep(|w| {
+        let s = format!("mutex_contended_w{w}");
+        median(&r.ratios(("ours", &s), ("go", &s), ops))
+    });
     // What the floor (two writes per acquisition, no watch, no read) reaches against Go at
     // the N where it is lowest: a lock above it is impossible on this etcd.
-    let floor_go = SWEEP
-        .iter()
-        .filter_map(|&w| {
-            let (s, f) = (
-                format!("mutex_contended_w{w}"),
-                format!("mutex_write_floor_w{w}"),
-            );
-            median(&r.ratios(("floor", &f), ("go", &s), ops)).map(|m| (w, m))
-        })
-        .fold(None, |a: Option<(usize, f64)>, x| match a {
-            Some(a) if a.1 <= x.1 => Some(a),
-            _ => Some(x),
-        });
+    let floor_go = lowest_over_sweep(|w| {
+        let (s, f) = (
+            format!("mutex_contended_w{w}"),
+            format!("mutex_write_floor_w{w}"),
+        );
+        median(&r.ratios(("floor", &f), ("go", &s), ops))
+    });
     out.push(Target {
         what: "`mutex_contended_wN`, N = 2 … 256: ours at least 2x Go at every N".into(),
         measured: match (worst_go, floor_go) {

@@ -42,8 +42,9 @@ pub fn render(r: &Results) -> Option<String> {
          samples, a counter, a gauge up and down) on handles of its own, timed in the same \
          process; \"lowest possible\" is 1 + that / p50 without: no instrumentation that \
          records these samples into this recorder can cost less.\n",
-        r.med(stores[0].0, SCENARIO, extra("pairs"))
-            .or_else(|| r.med(stores[1].0, SCENARIO, extra("pairs")))
+        stores
+            .iter()
+            .find_map(|(imp, _)| r.med(imp, SCENARIO, extra("pairs")))
             .map_or("–".to_string(), |p| num(Some(p)))
     );
     let _ = writeln!(

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use coord_core::kv::{DeleteRequest, PutRequest, RangeRequest, SortOrder, SortTarget};
+use coord_core::kv::{
+    DeleteRequest, LeaseId, PutRequest, RangeRequest, Revision, SortOrder, SortTarget,
+};
 use coord_core::txn::{Compare, CompareOp, Txn, TxnOp};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -22,6 +24,34 @@ use crate::stats::BenchResult;
 
 /// Keys of the acquire's read of the newest keys ahead, as `coord-core`'s queue asks for.
 const ACQUIRE_READ_LIMIT: i64 = 17;
+
+/// The transaction a `coord_core::Mutex` sends to take its place (the test below pins it):
+/// put `key` on `lease` if absent, and read the newest keys of `prefix`.
+fn acquire_txn(prefix: &[u8], key: &[u8], lease: LeaseId) -> Txn {
+    let newest = RangeRequest::prefix(prefix.to_vec())
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_limit(ACQUIRE_READ_LIMIT)
+        .with_keys_only();
+    Txn::new()
+        .when([Compare::create_revision(key.to_vec(), CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::Put(PutRequest::new(key.to_vec(), Vec::new()).with_lease(lease)),
+            TxnOp::Range(newest),
+        ])
+        .or_else([TxnOp::Range(RangeRequest::key(key.to_vec()))])
+}
+
+/// The transaction a `coord_core::Mutex` sends to release: delete `key` if it is still the one
+/// created at `revision`.
+fn release_txn(key: &[u8], revision: Revision) -> Txn {
+    Txn::new()
+        .when([Compare::create_revision(
+            key.to_vec(),
+            CompareOp::Equal,
+            revision,
+        )])
+        .and_then([TxnOp::Delete(DeleteRequest::key(key.to_vec()))])
+}
 
 /// Who holds the turn, and who waits for it (by the revision of their acquire).
 #[derive(Default)]
@@ -73,20 +103,7 @@ impl Bench {
                 let mut lat = Vec::with_capacity(per);
                 for _ in 0..per {
                     let t = Instant::now();
-                    let newest = RangeRequest::prefix(prefix.clone())
-                        .with_sort(SortTarget::Create, SortOrder::Descend)
-                        .with_limit(ACQUIRE_READ_LIMIT)
-                        .with_keys_only();
-                    let acquire = Txn::new()
-                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                        .and_then([
-                            TxnOp::Put(
-                                PutRequest::new(key.clone(), Vec::new())
-                                    .with_lease(session.lease()),
-                            ),
-                            TxnOp::Range(newest),
-                        ])
-                        .or_else([TxnOp::Range(RangeRequest::key(key.clone()))]);
+                    let acquire = acquire_txn(&prefix, &key, session.lease());
                     let resp = backend.txn(acquire).await?;
                     if !resp.succeeded {
                         return Err("the session's key already existed".into());
@@ -97,13 +114,7 @@ impl Bench {
                         turn.await?;
                     }
                     lat.push(t.elapsed());
-                    let release = Txn::new()
-                        .when([Compare::create_revision(
-                            key.clone(),
-                            CompareOp::Equal,
-                            revision,
-                        )])
-                        .and_then([TxnOp::Delete(DeleteRequest::key(key.clone()))]);
+                    let release = release_txn(&key, revision);
                     if !backend.txn(release).await?.succeeded {
                         return Err("the session's key was gone at release".into());
                     }
@@ -125,5 +136,58 @@ impl Bench {
                 "writes_per_op": 2,
             })),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    use async_trait::async_trait;
+    use coord_core::{Backend, Decorator, Mutex, Result, Session, TxnResponse};
+    use coord_mem::MemStore;
+
+    use super::*;
+
+    /// Records every transaction sent through it.
+    #[derive(Debug)]
+    struct Recorded {
+        inner: MemStore,
+        txns: Arc<StdMutex<Vec<Txn>>>,
+    }
+
+    #[async_trait]
+    impl Decorator for Recorded {
+        type Inner = MemStore;
+        fn inner(&self) -> &MemStore {
+            &self.inner
+        }
+        async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+            self.txns.lock().unwrap().push(txn.clone());
+            self.inner.txn(txn).await
+        }
+    }
+
+    /// The floor's two writes are the very transactions an uncontended `Mutex` lock and
+    /// unlock send, so the floor stays what it claims if the acquire changes shape.
+    #[tokio::test]
+    async fn its_writes_are_the_mutex_transactions() {
+        let txns = Arc::new(StdMutex::new(Vec::new()));
+        let store = Recorded {
+            inner: MemStore::new(),
+            txns: txns.clone(),
+        };
+        let session = Session::new(store, 10).await.unwrap();
+        let guard = Mutex::new(&session, "floor").unwrap().lock().await.unwrap();
+        let revision = guard.fencing_token();
+        guard.unlock().await.unwrap();
+        let key = format!("floor/{:x}", session.lease()).into_bytes();
+        assert_eq!(
+            *txns.lock().unwrap(),
+            [
+                acquire_txn(b"floor/", &key, session.lease()),
+                release_txn(&key, revision),
+            ]
+        );
     }
 }
